@@ -1,0 +1,64 @@
+"""The Litestar application: routes, dependencies, errors, OpenAPI, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from api.deps import provide_caller, provide_pool
+from api.errors import EXCEPTION_HANDLERS
+from api.observability import request_middleware
+from api.routes.availability import AvailabilityController
+from api.routes.catalog import ItemController, LocationController
+from api.routes.keys import ApiKeyController
+from api.routes.ops import OpsController
+from api.routes.stock import StockController
+from engine.config import Settings
+from engine.services.keys import KeyRing
+from engine.store.db import create_pool
+
+MAX_BODY_BYTES = 1_000_000
+
+
+def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(database_url, min_size=settings.pool_min, max_size=settings.pool_max)
+        app.state.pool = pool
+        app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[
+            OpsController, LocationController, ItemController, StockController, AvailabilityController,
+            ApiKeyController,
+        ],
+        dependencies={
+            "pool": Provide(provide_pool),
+            "caller": Provide(provide_caller),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[request_middleware],
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="Omniroute",
+            version="1",
+            description="Retail order and inventory orchestration.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"bearer": []}],
+        ),
+    )

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+import msgspec
+from litestar import Controller, get, post
+from litestar.params import QueryParameter, RequestBody
+
+from api.deps import CallerDep, PoolDep
+from api.schemas import MAX_AVAILABILITY_SKUS, AvailabilityIn
+from engine.services.availability import AvailabilityResult, availability
+
+
+class AvailabilityController(Controller):
+    path = "/v1/availability"
+    tags = ["availability"]
+
+    @get("/", operation_id="getAvailability")
+    async def read(
+        self, pool: PoolDep, caller: CallerDep,
+        sku: Annotated[list[str], QueryParameter(min_items=1, max_items=MAX_AVAILABILITY_SKUS,
+                                                 description="repeat for each SKU")],
+        lat: Annotated[float | None, QueryParameter(ge=-90, le=90)] = None,
+        lon: Annotated[float | None, QueryParameter(ge=-180, le=180)] = None,
+        radius_km: Annotated[float, QueryParameter(gt=0, le=2000)] = 50.0,
+        pickup_limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    ) -> AvailabilityResult:
+        # convert() applies the same per-SKU and cross-field rules as the POST body.
+        body = msgspec.convert(
+            {"skus": sku, "lat": lat, "lon": lon, "radius_km": radius_km, "pickup_limit": pickup_limit}, AvailabilityIn
+        )
+        return await _answer(pool, body)
+
+    @post("/", operation_id="postAvailability", status_code=200)
+    async def query(self, pool: PoolDep, caller: CallerDep, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
+        return await _answer(pool, data)
+
+
+async def _answer(pool: asyncpg.Pool, q: AvailabilityIn) -> AvailabilityResult:
+    return await availability(pool, q.skus, lat=q.lat, lon=q.lon, radius_km=q.radius_km, pickup_limit=q.pickup_limit)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, get, post, put
+from litestar.params import PathParameter, QueryParameter, RequestBody
+
+from api.deps import CallerDep, PoolDep
+from api.schemas import ID_PATTERN, ItemIn, ItemsBulkIn, LocationIn
+from engine.core.model import Item, Location
+from engine.services import catalog
+
+LocationId = Annotated[str, PathParameter(pattern=ID_PATTERN)]
+Sku = Annotated[str, PathParameter(pattern=ID_PATTERN)]
+
+
+class LocationController(Controller):
+    path = "/v1/locations"
+    tags = ["locations"]
+
+    @put("/{location_id:str}", operation_id="upsertLocation", status_code=200)
+    async def upsert(
+        self, pool: PoolDep, caller: CallerDep, location_id: LocationId, data: RequestBody[LocationIn]
+    ) -> Response[Location]:
+        location, created = await catalog.upsert_location(pool, caller, location_id, data)
+        return Response(location, status_code=201 if created else 200)
+
+    @get("/{location_id:str}", operation_id="getLocation")
+    async def read(self, pool: PoolDep, caller: CallerDep, location_id: LocationId) -> Location:
+        return await catalog.get_location(pool, caller, location_id)
+
+    @get("/", operation_id="listLocations")
+    async def list(
+        self, pool: PoolDep, caller: CallerDep,
+        kind: Annotated[str | None, QueryParameter(pattern="^(store|warehouse)$")] = None,
+        after: Annotated[str | None, QueryParameter(max_length=64, description="keyset cursor")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
+    ) -> list[Location]:
+        return await catalog.list_locations(pool, caller, kind=kind, after=after, limit=limit)
+
+
+class ItemController(Controller):
+    path = "/v1/items"
+    tags = ["items"]
+
+    @put("/{sku:str}", operation_id="upsertItem", status_code=200)
+    async def upsert(self, pool: PoolDep, caller: CallerDep, sku: Sku, data: RequestBody[ItemIn]) -> Response[Item]:
+        item, created = await catalog.upsert_item(pool, caller, Item(sku=sku, name=data.name, weight_kg=data.weight_kg))
+        return Response(item, status_code=201 if created else 200)
+
+    @post("/bulk", operation_id="upsertItems", status_code=200)
+    async def bulk(self, pool: PoolDep, caller: CallerDep, data: RequestBody[ItemsBulkIn]) -> catalog.BulkResult:
+        items = [Item(sku=i.sku, name=i.name, weight_kg=i.weight_kg) for i in data.items]
+        return await catalog.upsert_items(pool, caller, items)
+
+    @get("/{sku:str}", operation_id="getItem")
+    async def read(self, pool: PoolDep, caller: CallerDep, sku: Sku) -> Item:
+        return await catalog.get_item(pool, caller, sku)

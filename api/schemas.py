@@ -1,0 +1,89 @@
+"""Request bodies: strict (unknown fields rejected), bounded, checked across fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from engine.core.model import LocationKind, Role
+
+MAX_MOVEMENTS = 1_000
+MAX_BULK_ITEMS = 10_000
+MAX_AVAILABILITY_SKUS = 100
+MAX_QUANTITY = 1_000_000
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Id = Annotated[str, Meta(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -")]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Lat = Annotated[float, Meta(ge=-90, le=90)]
+Lon = Annotated[float, Meta(ge=-180, le=180)]
+Reference = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class LocationIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    kind: LocationKind
+    name: Name
+    lat: Lat
+    lon: Lon
+    postal_code: Annotated[str, Meta(max_length=20)] | None = None
+    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    ships: bool = True
+    pickup: bool = False
+    curbside: bool = False
+    daily_order_capacity: Annotated[int, Meta(ge=0, le=MAX_QUANTITY)] | None = None
+    pick_cost_per_unit: Annotated[float, Meta(ge=0, le=10_000)] = 0.423
+    safety_stock: Annotated[int, Meta(ge=0, le=MAX_QUANTITY)] = 0
+    active: bool = True
+
+    def __post_init__(self) -> None:
+        if self.curbside and not self.pickup:
+            raise ValueError("curbside requires pickup")
+
+
+class ItemIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    weight_kg: Annotated[float, Meta(ge=0, le=100_000)] = 0.0
+
+
+class BulkItem(ItemIn, forbid_unknown_fields=True, kw_only=True):
+    sku: Id
+
+
+class ItemsBulkIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    items: Annotated[list[BulkItem], Meta(min_length=1, max_length=MAX_BULK_ITEMS)]
+
+    def __post_init__(self) -> None:
+        skus = [i.sku for i in self.items]
+        if len(set(skus)) != len(skus):
+            raise ValueError("duplicate sku in items")
+
+
+class MovementIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    sku: Id
+    location_id: Id
+    kind: Literal["receipt", "sale", "adjustment", "count", "return"]
+    quantity: Annotated[int, Meta(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+
+
+class MovementsIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    movements: Annotated[list[MovementIn], Meta(min_length=1, max_length=MAX_MOVEMENTS)]
+    reference: Reference | None = None
+
+
+class AvailabilityIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    skus: Annotated[list[Id], Meta(min_length=1, max_length=MAX_AVAILABILITY_SKUS)]
+    lat: Lat | None = None
+    lon: Lon | None = None
+    radius_km: Annotated[float, Meta(gt=0, le=2_000)] = 50.0
+    pickup_limit: Annotated[int, Meta(ge=1, le=100)] = 20
+
+    def __post_init__(self) -> None:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("give both lat and lon, or neither")
+
+
+class ApiKeyIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    role: Role
+    location_id: Id | None = None
+    name: Name | None = None

@@ -1,0 +1,36 @@
+"""Settings read once from the environment (OMNIROUTE_*)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+import platformdirs
+
+
+class Settings(msgspec.Struct, frozen=True):
+    database_url: str | None
+    data_dir: Path
+    bootstrap_admin_key: str | None
+    pool_min: int
+    pool_max: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = env.get("OMNIROUTE_DATA_DIR") or platformdirs.user_data_dir("omniroute")
+        return cls(
+            database_url=env.get("OMNIROUTE_DATABASE_URL") or None,
+            data_dir=Path(data_dir).expanduser().resolve(),
+            bootstrap_admin_key=env.get("OMNIROUTE_BOOTSTRAP_ADMIN_KEY") or None,
+            pool_min=int(env.get("OMNIROUTE_POOL_MIN", "2")),
+            pool_max=int(env.get("OMNIROUTE_POOL_MAX", "20")),
+            log_level=env.get("OMNIROUTE_LOG_LEVEL", "INFO").upper(),
+        )
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+FIXTURES_DIR = PROJECT_ROOT / "fixtures"

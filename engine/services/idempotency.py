@@ -1,0 +1,52 @@
+"""Idempotent creating writes: the first answer is stored with the change it describes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import msgspec
+
+from engine.core.model import Caller
+from engine.errors import IdempotencyMismatch
+from engine.store import idempotency as store
+from engine.store.db import with_retry
+
+_encoder = msgspec.json.Encoder()
+
+Work = Callable[[asyncpg.Connection], Awaitable[tuple[int, msgspec.Struct]]]
+
+
+def request_hash(operation: str, body: object) -> bytes:
+    """Digest of the decoded request, so whitespace and key order do not matter."""
+    return hashlib.sha256(operation.encode() + b"\0" + _encoder.encode(body)).digest()
+
+
+async def run(
+    pool: asyncpg.Pool, caller: Caller, idem_key: str | None, operation: str, body: object, work: Work
+) -> tuple[int, bytes]:
+    """Run `work` in one transaction and return (status, encoded answer).
+
+    With a key: a retry with the same body returns the stored answer and changes nothing;
+    the same key with another body (or another operation) is IdempotencyMismatch. A failed
+    attempt stores nothing, so it can be retried with the same key.
+    """
+    digest = request_hash(operation, body) if idem_key else b""
+
+    async def attempt() -> tuple[int, bytes]:
+        async with pool.acquire() as conn, conn.transaction():
+            if idem_key is not None and not await store.claim(conn, caller.key_id, idem_key, operation, digest):
+                row = await store.stored(conn, caller.key_id, idem_key)
+                if row["operation"] != operation or row["request_hash"] != digest:
+                    raise IdempotencyMismatch(
+                        "this Idempotency-Key was already used with a different request", idempotency_key=idem_key
+                    )
+                return row["status_code"], bytes(row["response"])
+            status, result = await work(conn)
+            encoded = _encoder.encode(result)
+            if idem_key is not None:
+                await store.finish(conn, caller.key_id, idem_key, status, encoded)
+            return status, encoded
+
+    return await with_retry(attempt)

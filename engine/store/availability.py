@@ -1,0 +1,52 @@
+"""The availability read: one statement per request, whatever the basket size.
+
+Per SKU it returns one row with the ship total (sum of `available` over active shipping
+locations) and one row per pickup location within the radius (nearest first). It reads a
+plain MVCC snapshot and takes no locks, so it never waits on writers.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from engine.core.geo import EARTH_RADIUS_KM
+
+# Distance on the same sphere as engine.core.geo.haversine_km.
+_DISTANCE = f"""2 * {EARTH_RADIUS_KM} * asin(least(1, sqrt(
+    power(sin(radians(l.lat - $2) / 2), 2)
+    + cos(radians($2)) * cos(radians(l.lat)) * power(sin(radians(l.lon - $3) / 2), 2))))"""
+
+AVAILABILITY_SQL = f"""
+WITH req AS (
+    SELECT DISTINCT s.sku FROM unnest($1::text[]) AS s(sku)
+),
+near AS (
+    SELECT l.location_id, l.curbside, l.safety_stock, {_DISTANCE} AS distance_km
+    FROM locations l
+    WHERE $2::float8 IS NOT NULL AND l.active AND l.pickup
+      AND l.lat BETWEEN $5 AND $6 AND l.lon BETWEEN $7 AND $8
+    ORDER BY distance_km, l.location_id
+),
+near_in_radius AS (
+    SELECT * FROM near WHERE distance_km <= $4 LIMIT $9
+)
+SELECT r.sku, (i.sku IS NOT NULL) AS known, NULL::text AS location_id,
+       (SELECT coalesce(sum(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock))), 0)
+        FROM stock_positions p JOIN locations l ON l.location_id = p.location_id
+        WHERE p.sku = r.sku AND l.active AND l.ships)::bigint AS available,
+       NULL::float8 AS distance_km, NULL::boolean AS curbside
+FROM req r LEFT JOIN items i ON i.sku = r.sku
+UNION ALL
+SELECT r.sku, true, n.location_id,
+       coalesce(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, n.safety_stock)), 0),
+       n.distance_km, n.curbside
+FROM req r CROSS JOIN near_in_radius n
+LEFT JOIN stock_positions p ON p.sku = r.sku AND p.location_id = n.location_id
+"""
+
+
+async def fetch(
+    conn: asyncpg.Connection, skus: list[str], *, lat: float | None, lon: float | None,
+    radius_km: float, box: tuple[float, float, float, float], pickup_limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(AVAILABILITY_SQL, skus, lat, lon, radius_km, *box, pickup_limit)

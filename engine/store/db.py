@@ -1,0 +1,47 @@
+"""Connection pool set-up and the retry rule for transient transaction failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+T = TypeVar("T")
+
+# Errors that mean "this transaction lost a race; running it again is safe".
+RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url)
+    await _init_connection(conn)
+    return conn
+
+
+async def with_retry(fn: Callable[[], Awaitable[T]], *, attempts: int = 8) -> T:
+    """Run `fn` (one whole transaction) again after a deadlock or serialization failure.
+
+    Backs off with jitter so two losers do not collide again in lock step.
+    """
+    for attempt in range(attempts):
+        try:
+            return await fn()
+        except RETRYABLE:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+    raise AssertionError("unreachable")

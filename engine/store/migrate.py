@@ -1,0 +1,84 @@
+"""Apply numbered plain-SQL migrations: each once, in its own transaction, with a checksum.
+
+Two processes starting at once serialize on a PostgreSQL advisory lock, so each file runs
+exactly once. An already-applied file whose checksum changed is refused: edit history by
+adding a new migration, never by rewriting an old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import asyncpg
+
+from engine.config import MIGRATIONS_DIR
+
+MIGRATION_LOCK = 0x6F6D6E69  # "omni"
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str, str]]:
+    """(version, name, sql, sha256) for each migration file, in version order."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise MigrationError(f"migration file name must look like 0001_name.sql: {path.name}")
+        sql = path.read_text()
+        found.append((int(m.group(1)), path.name, sql, hashlib.sha256(sql.encode()).hexdigest()))
+    versions = [v for v, *_ in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share a version number")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; return the names applied now."""
+    files = discover(directory)
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        applied = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
+        done: list[str] = []
+        for version, name, sql, checksum in files:
+            row = applied.get(version)
+            if row is not None:
+                if row["checksum"] != checksum:
+                    raise MigrationError(
+                        f"migration {name} was changed after it was applied "
+                        f"(checksum {row['checksum'][:12]} recorded, {checksum[:12]} on disk); "
+                        "add a new migration instead of editing an applied one"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    version, name, checksum,
+                )
+            done.append(name)
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+async def pending(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Names of migrations not yet applied (readiness check)."""
+    files = discover(directory)
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return [name for _, name, _, _ in files]
+    applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    return [name for v, name, _, _ in files if v not in applied]
