@@ -6,10 +6,17 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 
 from engine.config import Settings
 from engine.embedded import EmbeddedUnavailable
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Raised out of uvicorn.run (which re-raises the signal after draining), so the
+    # `finally` below still stops the embedded server.
+    raise SystemExit(0)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     url, pg = setup.resolve_database(settings)
     try:
         if pg is not None:

@@ -36,8 +36,7 @@ def resolve_database(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
 async def ensure_database(pg: EmbeddedPostgres) -> None:
     conn = await asyncpg.connect(pg.url("postgres"))
     try:
-        if not await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", DATABASE):
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        await meta.ensure_database(conn, DATABASE)
     finally:
         await conn.close()
 
@@ -60,20 +59,15 @@ async def ensure_demo(url: str, data_dir: Path) -> dict[str, dict]:
 
     conn = await connect(url)
     try:
-        if await meta.get_setting(conn, "network") is None and not await _has_locations(conn):
+        if await meta.get_setting(conn, "network") is None and not await meta.has_locations(conn):
             log.info("first start: loading the demo network")
             await fixtures.load(url, "demo", show_progress=True)
         path = data_dir / DEMO_KEYS_FILE
         stored = json.loads(path.read_text()) if path.exists() else {}
-        valid = stored and all(
-            [await conn.fetchval("SELECT true FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL", v["key_id"])
-             for v in stored.values()]
-        )
-        if valid:
+        ids = [v["key_id"] for v in stored.values()]
+        if stored and await meta.active_keys(conn, ids) == set(ids):
             return stored
-        pos_store = await conn.fetchval(
-            "SELECT location_id FROM locations WHERE kind = 'store' AND active ORDER BY location_id LIMIT 1"
-        )
+        pos_store = await meta.first_store(conn)
         issued = {}
         async with conn.transaction():
             for role in Role:
@@ -87,6 +81,3 @@ async def ensure_demo(url: str, data_dir: Path) -> dict[str, dict]:
     finally:
         await conn.close()
 
-
-async def _has_locations(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM locations)"))
