@@ -41,7 +41,11 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[
-            OpsController, LocationController, ItemController, StockController, AvailabilityController,
+            OpsController,
+            LocationController,
+            ItemController,
+            StockController,
+            AvailabilityController,
             ApiKeyController,
         ],
         dependencies={

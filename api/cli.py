@@ -37,8 +37,14 @@ def _serve(args: argparse.Namespace) -> int:
         _banner(args, url, pg is not None, demo, settings)
         os.environ["OMNIROUTE_DATABASE_URL"] = url  # inherited by uvicorn's worker processes
         uvicorn.run(
-            "api.asgi:app_factory", factory=True, host=args.host, port=args.port, workers=args.workers,
-            log_config=None, access_log=False, timeout_graceful_shutdown=30,
+            "api.asgi:app_factory",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=30,
         )
     finally:
         if pg is not None:
@@ -52,7 +58,8 @@ def _banner(args: argparse.Namespace, url: str, embedded: bool, demo: dict, sett
         "",
         f"Omniroute is starting on {base}",
         f"  API docs:  {base}/schema   (OpenAPI JSON: {base}/schema/openapi.json)",
-        f"  database:  {'embedded PostgreSQL, data in ' + str(settings.data_dir) if embedded else 'OMNIROUTE_DATABASE_URL'}",
+        "  database:  "
+        + (f"embedded PostgreSQL, data in {settings.data_dir}" if embedded else "OMNIROUTE_DATABASE_URL"),
     ]
     if demo:
         lines.append("  demo API keys (also in %s):" % (settings.data_dir / "demo-keys.json"))
@@ -159,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     fx = sub.add_parser("fixtures", help="load a generated network into an empty database")
     fx_sub = fx.add_subparsers(dest="action", required=True)
     load = fx_sub.add_parser("load")
-    load.add_argument("--size", choices=["demo", "large"], default="demo",
-                      help="demo: ~110 locations x 2,000 SKUs; large: 200 x 50,000 = 10M positions")
+    load.add_argument(
+        "--size",
+        choices=["demo", "large"],
+        default="demo",
+        help="demo: ~110 locations x 2,000 SKUs; large: 200 x 50,000 = 10M positions",
+    )
     load.add_argument("--quiet", action="store_true")
     load.set_defaults(fn=_fixtures)
 

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from engine.errors import EngineError, Unauthorized
 
 log = logging.getLogger("omniroute.api")
 PROBLEM = "application/problem+json"
 _encoder = msgspec.json.Encoder()
-DATABASE_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                 asyncpg.InterfaceError, asyncpg.exceptions.AdminShutdownError)
+DATABASE_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+)
 
 
 def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> Response:
@@ -33,30 +39,80 @@ def engine_error(_: Request, exc: EngineError) -> Response:
     return problem(exc.status, exc.title, exc.detail, type_=_slug(exc.title), **exc.extra)
 
 
+_NAMED_FIELD = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`")
+_MISSING_PARAM = re.compile(r"^Missing required (\w+) parameter '([^']+)'")
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_]\w*): (.+)$", re.DOTALL)  # api/schemas.py cross-field checks
+
+
+def _join(parent: str, name: str) -> str:
+    return name if parent in ("body", "query", "") else f"{parent}.{name}"
+
+
+def _field_error(key: str | None, source: str | None, message: str) -> dict[str, str]:
+    """One entry of `errors`, naming the field as the caller spelt it (never Litestar's `data`)."""
+    field = key or "body"
+    if field == "data":
+        field = "body"
+    if source == "header":
+        field = "-".join(part.capitalize() for part in field.split("_"))
+    if field == "body" and message == "'data'":  # the body was empty: Litestar reports a KeyError
+        message = "a JSON body is required"
+    if named := _NAMED_FIELD.match(message):  # name the unknown or missing field itself
+        field = _join(field, named.group(1))
+    elif prefixed := _FIELD_PREFIX.match(message):
+        field, message = _join(field, prefixed.group(1)), prefixed.group(2)
+    return {"field": field, "message": message}
+
+
 def validation_error(_: Request, exc: ValidationException) -> Response:
-    errors = []
-    for e in exc.extra or []:
-        if isinstance(e, dict):
-            errors.append({"field": e.get("key") or e.get("source") or "body", "message": e.get("message", "")})
+    errors = [
+        _field_error(e.get("key"), e.get("source"), e.get("message", ""))
+        for e in exc.extra or []
+        if isinstance(e, dict)
+    ]
     detail = exc.detail if exc.detail and exc.detail != "Bad Request" else "the request does not match the schema"
+    if not errors and (missing := _MISSING_PARAM.match(detail)):
+        errors = [{"field": missing.group(2), "message": f"required {missing.group(1)} parameter"}]
     return problem(400, "Invalid request", detail, type_="/problems/invalid-request", errors=errors)
 
 
 def decode_error(_: Request, exc: msgspec.ValidationError) -> Response:
-    return problem(400, "Invalid request", str(exc), type_="/problems/invalid-request",
-                   errors=[{"field": "query", "message": str(exc)}])
+    """A msgspec.convert() inside a handler (query parameters gathered into a schema) failed."""
+    message = str(exc)
+    at = _AT_PATH.search(message)
+    error = _field_error((at.group(1) or "query") if at else "query", None, message[: at.start()] if at else message)
+    return problem(400, "Invalid request", error["message"], type_="/problems/invalid-request", errors=[error])
 
 
 def http_error(_: Request, exc: HTTPException) -> Response:
-    title = {401: "Unauthorized", 404: "Not found", 405: "Method not allowed", 413: "Request body too large",
-             429: "Too many requests"}.get(exc.status_code, "Bad request" if exc.status_code < 500 else "Error")
+    if exc.status_code == 400 and isinstance(exc.__cause__, SerializationException):
+        detail = f"the body is not valid JSON: {exc.detail}"
+        return problem(
+            400,
+            "Malformed request body",
+            detail,
+            type_="/problems/malformed-body",
+            errors=[{"field": "body", "message": exc.detail}],
+        )
+    title = {
+        401: "Unauthorized",
+        404: "Not found",
+        405: "Method not allowed",
+        413: "Request body too large",
+        429: "Too many requests",
+    }.get(exc.status_code, "Bad request" if exc.status_code < 500 else "Error")
     return problem(exc.status_code, title, exc.detail or title, type_=_slug(title))
 
 
 def database_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
-    return problem(503, "Service unavailable", "the database is not reachable; retry shortly",
-                   type_="/problems/service-unavailable")
+    return problem(
+        503,
+        "Service unavailable",
+        "the database is not reachable; retry shortly",
+        type_="/problems/service-unavailable",
+    )
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -16,7 +16,9 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 
 REQUESTS = Counter("omniroute_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
-    "omniroute_http_request_seconds", "HTTP request latency", ["method", "route"],
+    "omniroute_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 
@@ -87,9 +89,19 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(scope["method"], route).observe(elapsed)
             access_log.info(
-                "%s %s %d", scope["method"], scope["path"], status,
-                extra={"fields": {"method": scope["method"], "path": scope["path"], "route": route,
-                                  "status": status, "ms": round(elapsed * 1000, 2)}},
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "fields": {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                },
             )
             request_id_var.reset(token)
 

@@ -1,7 +1,12 @@
-"""Request bodies: strict (unknown fields rejected), bounded, checked across fields."""
+"""Request bodies: strict (unknown fields rejected), bounded, checked across fields.
+
+A check across fields raises ValueError("<field>: <message>"); api/errors.py reports it
+under that field, so the caller learns which field to change.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
@@ -38,7 +43,7 @@ class LocationIn(Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.curbside and not self.pickup:
-            raise ValueError("curbside requires pickup")
+            raise ValueError("curbside: curbside requires pickup")
 
 
 class ItemIn(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -54,9 +59,9 @@ class ItemsBulkIn(Struct, forbid_unknown_fields=True, kw_only=True):
     items: Annotated[list[BulkItem], Meta(min_length=1, max_length=MAX_BULK_ITEMS)]
 
     def __post_init__(self) -> None:
-        skus = [i.sku for i in self.items]
-        if len(set(skus)) != len(skus):
-            raise ValueError("duplicate sku in items")
+        duplicates = sorted(sku for sku, n in Counter(i.sku for i in self.items).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"items: duplicate sku in items: {', '.join(duplicates[:10])}")
 
 
 class MovementIn(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -80,7 +85,8 @@ class AvailabilityIn(Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if (self.lat is None) != (self.lon is None):
-            raise ValueError("give both lat and lon, or neither")
+            missing = "lon" if self.lon is None else "lat"
+            raise ValueError(f"{missing}: give both lat and lon, or neither")
 
 
 class ApiKeyIn(Struct, forbid_unknown_fields=True, kw_only=True):

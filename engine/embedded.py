@@ -103,8 +103,9 @@ class EmbeddedPostgres:
                 os.chown(out.name, self._as_user.pw_uid, self._as_user.pw_gid)
             # A session of its own: Ctrl-C in the terminal must not reach the server directly;
             # `serve` stops it after the HTTP workers have drained.
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                                  start_new_session=True, **kwargs)
+            proc = subprocess.run(
+                cmd, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, start_new_session=True, **kwargs
+            )
             out.seek(0)
             output = out.read()
         if proc.returncode != 0:
@@ -158,9 +159,16 @@ class EmbeddedPostgres:
             port = self.port or _free_port()
             sockdir = self.pgdata
             self._run(
-                "pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60",
-                "-l", str(self.pgdata / "server.log"),
-                "-o", f"-p {port} -k {sockdir}",
+                "pg_ctl",
+                "-D",
+                str(self.pgdata),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.pgdata / "server.log"),
+                "-o",
+                f"-p {port} -k {sockdir}",
                 "start",
             )
             self.started_by_us = True

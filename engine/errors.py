@@ -1,13 +1,13 @@
 """The engine's error tree. The HTTP layer maps each class to a problem once (api/errors.py).
 
-    EngineError
-    ├── BadInput          the request is well-formed but its content is invalid (422)
-    ├── NotFound          a named resource does not exist (404)
-    ├── Conflict          the request clashes with current state (409)
-    │   ├── OutOfStock    not enough `available` for one or more lines
-    │   └── IdempotencyMismatch   a reused Idempotency-Key with another body
-    ├── Unauthorized      no valid API key (401)
-    └── Forbidden         the key's role or store does not allow this (403)
+EngineError
+├── BadInput          the request is well-formed but its content is invalid (422)
+├── NotFound          a named resource does not exist (404)
+├── Conflict          the request clashes with current state (409)
+│   ├── OutOfStock    not enough `available` for one or more lines
+│   └── IdempotencyMismatch   a reused Idempotency-Key with another body
+├── Unauthorized      no valid API key (401)
+└── Forbidden         the key's role or store does not allow this (403)
 """
 
 from __future__ import annotations

@@ -4,23 +4,26 @@ from typing import Annotated
 
 import asyncpg
 import msgspec
-from litestar import Controller, get, post
+from litestar import Request, get, post
 from litestar.params import QueryParameter, RequestBody
 
-from api.deps import CallerDep, PoolDep
+from api.deps import AuthenticatedController, CallerDep, PoolDep, strict
 from api.schemas import MAX_AVAILABILITY_SKUS, AvailabilityIn
 from engine.services.availability import AvailabilityResult, availability
 
 
-class AvailabilityController(Controller):
+class AvailabilityController(AuthenticatedController):
     path = "/v1/availability"
     tags = ["availability"]
 
     @get("/", operation_id="getAvailability")
     async def read(
-        self, pool: PoolDep, caller: CallerDep,
-        sku: Annotated[list[str], QueryParameter(min_items=1, max_items=MAX_AVAILABILITY_SKUS,
-                                                 description="repeat for each SKU")],
+        self,
+        pool: PoolDep,
+        caller: CallerDep,
+        sku: Annotated[
+            list[str], QueryParameter(min_items=1, max_items=MAX_AVAILABILITY_SKUS, description="repeat for each SKU")
+        ],
         lat: Annotated[float | None, QueryParameter(ge=-90, le=90)] = None,
         lon: Annotated[float | None, QueryParameter(ge=-180, le=180)] = None,
         radius_km: Annotated[float, QueryParameter(gt=0, le=2000)] = 50.0,
@@ -33,7 +36,10 @@ class AvailabilityController(Controller):
         return await _answer(pool, body)
 
     @post("/", operation_id="postAvailability", status_code=200)
-    async def query(self, pool: PoolDep, caller: CallerDep, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
+    async def query(
+        self, request: Request, pool: PoolDep, caller: CallerDep, data: RequestBody[AvailabilityIn]
+    ) -> AvailabilityResult:
+        data = await strict(request, data)
         return await _answer(pool, data)
 
 

@@ -1,22 +1,29 @@
 from __future__ import annotations
 
 import asyncpg
-from litestar import Controller, Response, post
+from litestar import Request, Response, post
 from litestar.params import RequestBody
 
-from api.deps import CallerDep, IdempotencyKey, PoolDep
+from api.deps import AuthenticatedController, CallerDep, IdempotencyKey, PoolDep, strict
 from api.schemas import ApiKeyIn
 from engine.services import idempotency, keys
 
 
-class ApiKeyController(Controller):
+class ApiKeyController(AuthenticatedController):
     path = "/v1/api-keys"
     tags = ["api-keys"]
 
     @post("/", operation_id="createApiKey", status_code=201)
     async def create(
-        self, pool: PoolDep, caller: CallerDep, data: RequestBody[ApiKeyIn], idempotency_key: IdempotencyKey = None
+        self,
+        request: Request,
+        pool: PoolDep,
+        caller: CallerDep,
+        data: RequestBody[ApiKeyIn],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[keys.IssuedKey]:
+        data = await strict(request, data)
+
         async def work(conn: asyncpg.Connection) -> tuple[int, keys.IssuedKey]:
             return 201, await keys.issue(conn, caller, data.role, data.location_id, data.name)
 

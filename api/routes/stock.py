@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Request, Response, get, post
 from litestar.params import QueryParameter, RequestBody
 
-from api.deps import CallerDep, IdempotencyKey, PoolDep
+from api.deps import AuthenticatedController, CallerDep, IdempotencyKey, PoolDep, strict
 from api.schemas import ID_PATTERN, MovementsIn
 from engine.core.model import MovementKind, Position
 from engine.core.stock import MovementLine
@@ -15,16 +15,24 @@ from engine.services.stock import MovementResult
 IdQuery = Annotated[str | None, QueryParameter(pattern=ID_PATTERN)]
 
 
-class StockController(Controller):
+class StockController(AuthenticatedController):
     path = "/v1/stock"
     tags = ["stock"]
 
     @post("/movements", operation_id="recordMovements", status_code=201)
     async def movements(
-        self, pool: PoolDep, caller: CallerDep, data: RequestBody[MovementsIn], idempotency_key: IdempotencyKey = None
+        self,
+        request: Request,
+        pool: PoolDep,
+        caller: CallerDep,
+        data: RequestBody[MovementsIn],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[MovementResult]:
-        lines = [MovementLine(sku=m.sku, location_id=m.location_id, kind=MovementKind(m.kind), quantity=m.quantity)
-                 for m in data.movements]
+        data = await strict(request, data)
+        lines = [
+            MovementLine(sku=m.sku, location_id=m.location_id, kind=MovementKind(m.kind), quantity=m.quantity)
+            for m in data.movements
+        ]
         status, body = await stock.record_movements(
             pool, caller, lines, reference=data.reference, idem_key=idempotency_key
         )
@@ -32,12 +40,17 @@ class StockController(Controller):
 
     @get("/", operation_id="listStock")
     async def positions(
-        self, pool: PoolDep, caller: CallerDep,
+        self,
+        pool: PoolDep,
+        caller: CallerDep,
         sku: IdQuery = None,
         location_id: IdQuery = None,
-        after_sku: Annotated[str | None, QueryParameter(pattern=ID_PATTERN, description="keyset cursor: last sku")] = None,
-        after_location_id: Annotated[str | None, QueryParameter(pattern=ID_PATTERN,
-                                                                description="keyset cursor: last location")] = None,
+        after_sku: Annotated[
+            str | None, QueryParameter(pattern=ID_PATTERN, description="keyset cursor: last sku")
+        ] = None,
+        after_location_id: Annotated[
+            str | None, QueryParameter(pattern=ID_PATTERN, description="keyset cursor: last location")
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
     ) -> list[Position]:
         after = (after_sku, after_location_id or "") if after_sku else None

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import msgspec
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ADMIN = "admin"
     CHECKOUT = "checkout"
     POS = "pos"
     PLANNER = "planner"
 
 
-class LocationKind(str, Enum):
+class LocationKind(StrEnum):
     STORE = "store"
     WAREHOUSE = "warehouse"
 
 
-class MovementKind(str, Enum):
+class MovementKind(StrEnum):
     """Ledger kinds. The first five are booked by callers; the rest by the engine."""
 
     RECEIPT = "receipt"

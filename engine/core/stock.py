@@ -49,7 +49,9 @@ def validate_lines(lines: list[MovementLine]) -> None:
     for i, line in enumerate(lines):
         key = (line.sku, line.location_id)
         if key in seen:
-            errors.append({"field": f"movements[{i}]", "message": f"duplicate line for {line.sku} at {line.location_id}"})
+            errors.append(
+                {"field": f"movements[{i}]", "message": f"duplicate line for {line.sku} at {line.location_id}"}
+            )
         seen.add(key)
         if line.kind not in CALLER_KINDS:
             errors.append({"field": f"movements[{i}].kind", "message": f"{line.kind.value} is booked by the engine"})
@@ -88,7 +90,9 @@ def plan_movements(lines: list[MovementLine], current: dict[tuple[str, str], Cur
                     raise Conflict(
                         f"adjustment of {d} would take on_hand of {line.sku} at {line.location_id} "
                         f"below zero (on_hand {cur.on_hand})",
-                        sku=line.sku, location_id=line.location_id, on_hand=cur.on_hand,
+                        sku=line.sku,
+                        location_id=line.location_id,
+                        on_hand=cur.on_hand,
                     )
             case MovementKind.COUNT:
                 d = line.quantity - cur.on_hand
@@ -96,8 +100,12 @@ def plan_movements(lines: list[MovementLine], current: dict[tuple[str, str], Cur
                 raise BadInput(f"{line.kind.value} is booked by the engine")
         deltas.append(
             Delta(
-                sku=line.sku, location_id=line.location_id, kind=line.kind,
-                delta_on_hand=d, new_on_hand=cur.on_hand + d, reserved=cur.reserved,
+                sku=line.sku,
+                location_id=line.location_id,
+                kind=line.kind,
+                delta_on_hand=d,
+                new_on_hand=cur.on_hand + d,
+                reserved=cur.reserved,
             )
         )
     return deltas

@@ -28,8 +28,13 @@ class AvailabilityResult(msgspec.Struct, kw_only=True):
 
 
 async def availability(
-    pool: asyncpg.Pool, skus: list[str], *, lat: float | None, lon: float | None,
-    radius_km: float, pickup_limit: int,
+    pool: asyncpg.Pool,
+    skus: list[str],
+    *,
+    lat: float | None,
+    lon: float | None,
+    radius_km: float,
+    pickup_limit: int,
 ) -> AvailabilityResult:
     """One statement, one round trip. Pickup lists are nearest first (ties by location id)
     and hold every active pickup location within `radius_km`, up to `pickup_limit`,
@@ -49,8 +54,12 @@ async def availability(
     for r in rows:
         if r["location_id"] is not None:
             by_sku[r["sku"]].pickup.append(
-                PickupOption(location_id=r["location_id"], available=r["available"],
-                             distance_km=round(r["distance_km"], 3), curbside=r["curbside"])
+                PickupOption(
+                    location_id=r["location_id"],
+                    available=r["available"],
+                    distance_km=round(r["distance_km"], 3),
+                    curbside=r["curbside"],
+                )
             )
     seen = set()
     items = []

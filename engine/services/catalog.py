@@ -16,7 +16,9 @@ class BulkResult(msgspec.Struct, kw_only=True):
     updated: int
 
 
-async def upsert_location(pool: asyncpg.Pool, caller: Caller, location_id: str, body: msgspec.Struct) -> tuple[Location, bool]:
+async def upsert_location(
+    pool: asyncpg.Pool, caller: Caller, location_id: str, body: msgspec.Struct
+) -> tuple[Location, bool]:
     require_role(caller)
     fields = msgspec.structs.asdict(body)
     fields["kind"] = LocationKind(fields["kind"])
@@ -32,7 +34,9 @@ async def get_location(pool: asyncpg.Pool, caller: Caller, location_id: str) -> 
     return loc
 
 
-async def list_locations(pool: asyncpg.Pool, caller: Caller, *, kind: str | None, after: str | None, limit: int) -> list[Location]:
+async def list_locations(
+    pool: asyncpg.Pool, caller: Caller, *, kind: str | None, after: str | None, limit: int
+) -> list[Location]:
     async with pool.acquire() as conn:
         return await store.list_locations(conn, kind=kind, after=after, limit=limit)
 
@@ -58,4 +62,3 @@ async def get_item(pool: asyncpg.Pool, caller: Caller, sku: str) -> Item:
     if item is None:
         raise NotFound(f"no item {sku}")
     return item
-

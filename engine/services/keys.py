@@ -78,8 +78,11 @@ async def issue(
             errors=[{"field": "location_id", "message": "required for role pos, not allowed otherwise"}],
         )
     if location_id is not None and await catalog_store.unknown_locations(conn, [location_id]):
-        raise BadInput("unknown location", errors=[{"field": "location_id", "message": f"unknown location {location_id}"}])
+        raise BadInput(
+            "unknown location", errors=[{"field": "location_id", "message": f"unknown location {location_id}"}]
+        )
     key_id, token = new_token()
-    await store.insert_key(conn, key_id=key_id, key_hash=digest(token), role=role.value,
-                           location_id=location_id, name=name)
+    await store.insert_key(
+        conn, key_id=key_id, key_hash=digest(token), role=role.value, location_id=location_id, name=name
+    )
     return IssuedKey(key_id=key_id, key=token, role=role, location_id=location_id, name=name)

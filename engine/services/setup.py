@@ -71,7 +71,9 @@ async def ensure_demo(url: str, data_dir: Path) -> dict[str, dict]:
         issued = {}
         async with conn.transaction():
             for role in Role:
-                key = await keys.issue(conn, SYSTEM, role, pos_store if role is Role.POS else None, f"demo {role.value}")
+                key = await keys.issue(
+                    conn, SYSTEM, role, pos_store if role is Role.POS else None, f"demo {role.value}"
+                )
                 issued[role.value] = {"key_id": key.key_id, "key": key.key, "location_id": key.location_id}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -80,4 +82,3 @@ async def ensure_demo(url: str, data_dir: Path) -> dict[str, dict]:
         return issued
     finally:
         await conn.close()
-

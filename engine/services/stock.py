@@ -21,8 +21,12 @@ class MovementResult(msgspec.Struct, kw_only=True):
 
 
 async def record_movements(
-    pool: asyncpg.Pool, caller: Caller, lines: list[rules.MovementLine], *,
-    reference: str | None, idem_key: str | None,
+    pool: asyncpg.Pool,
+    caller: Caller,
+    lines: list[rules.MovementLine],
+    *,
+    reference: str | None,
+    idem_key: str | None,
 ) -> tuple[int, bytes]:
     """Book receipts, sales, adjustments, counts and returns: all lines or none.
 
@@ -46,8 +50,10 @@ async def record_movements(
         discrepancies = [p for p in positions if (p.sku, p.location_id) in short]
         await store.record_events(
             conn,
-            [("discrepancy", p.sku, p.location_id, {"on_hand": p.on_hand, "reserved": p.reserved})
-             for p in discrepancies],
+            [
+                ("discrepancy", p.sku, p.location_id, {"on_hand": p.on_hand, "reserved": p.reserved})
+                for p in discrepancies
+            ],
         )
         return 201, MovementResult(movements=len(deltas), positions=positions, discrepancies=discrepancies)
 
@@ -69,7 +75,20 @@ async def list_positions(
     if sku is None and location_id is None:
         raise BadInput("give sku, location_id or both", errors=[{"field": "sku", "message": "required"}])
     async with pool.acquire() as conn:
-        return await store.list_positions(conn, sku=sku, location_id=location_id, after=after, limit=limit)
+        positions = await store.list_positions(conn, sku=sku, location_id=location_id, after=after, limit=limit)
+        if not positions and after is None:
+            # Nothing found: say so if it is because the filter names nothing that exists.
+            errors = [
+                {"field": "sku", "message": f"unknown sku {s}"}
+                for s in await catalog_store.unknown_skus(conn, [sku] if sku else [])
+            ]
+            errors += [
+                {"field": "location_id", "message": f"unknown location {loc}"}
+                for loc in await catalog_store.unknown_locations(conn, [location_id] if location_id else [])
+            ]
+            if errors:
+                raise BadInput("unknown sku or location", errors=errors)
+        return positions
 
 
 async def check_ledger(pool: asyncpg.Pool, limit: int = 100) -> tuple[int, int, list[dict]]:

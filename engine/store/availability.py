@@ -46,7 +46,13 @@ LEFT JOIN stock_positions p ON p.sku = r.sku AND p.location_id = n.location_id
 
 
 async def fetch(
-    conn: asyncpg.Connection, skus: list[str], *, lat: float | None, lon: float | None,
-    radius_km: float, box: tuple[float, float, float, float], pickup_limit: int,
+    conn: asyncpg.Connection,
+    skus: list[str],
+    *,
+    lat: float | None,
+    lon: float | None,
+    radius_km: float,
+    box: tuple[float, float, float, float],
+    pickup_limit: int,
 ) -> list[asyncpg.Record]:
     return await conn.fetch(AVAILABILITY_SQL, skus, lat, lon, radius_km, *box, pickup_limit)

@@ -29,9 +29,20 @@ async def upsert_location(conn: asyncpg.Connection, loc: Location) -> tuple[Loca
                 pick_cost_per_unit = EXCLUDED.pick_cost_per_unit,
                 safety_stock = EXCLUDED.safety_stock, active = EXCLUDED.active, updated_at = now()
             RETURNING {_LOCATION_COLS}, (xmax = 0) AS created""",
-        loc.location_id, loc.kind.value, loc.name, loc.lat, loc.lon, loc.postal_code, loc.timezone,
-        loc.ships, loc.pickup, loc.curbside, loc.daily_order_capacity, loc.pick_cost_per_unit,
-        loc.safety_stock, loc.active,
+        loc.location_id,
+        loc.kind.value,
+        loc.name,
+        loc.lat,
+        loc.lon,
+        loc.postal_code,
+        loc.timezone,
+        loc.ships,
+        loc.pickup,
+        loc.curbside,
+        loc.daily_order_capacity,
+        loc.pick_cost_per_unit,
+        loc.safety_stock,
+        loc.active,
     )
     created = row["created"]
     return Location(**{k: v for k, v in row.items() if k != "created"}), created
@@ -49,7 +60,9 @@ async def list_locations(
         f"""SELECT {_LOCATION_COLS} FROM locations
             WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR location_id > $2)
             ORDER BY location_id LIMIT $3""",
-        kind, after, limit,
+        kind,
+        after,
+        limit,
     )
     return [_location(r) for r in rows]
 
@@ -64,7 +77,9 @@ async def upsert_items(conn: asyncpg.Connection, items: list[Item]) -> int:
                                                updated_at = now()
                RETURNING (xmax = 0) AS created)
            SELECT count(*) FILTER (WHERE created) FROM up""",
-        [i.sku for i in items], [i.name for i in items], [i.weight_kg for i in items],
+        [i.sku for i in items],
+        [i.name for i in items],
+        [i.weight_kg for i in items],
     )
 
 

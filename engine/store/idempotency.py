@@ -14,7 +14,10 @@ async def claim(conn: asyncpg.Connection, owner: str, key: str, operation: str, 
     row = await conn.fetchval(
         """INSERT INTO idempotency_keys (owner, idem_key, operation, request_hash)
            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
-        owner, key, operation, request_hash,
+        owner,
+        key,
+        operation,
+        request_hash,
     )
     return bool(row)
 
@@ -23,14 +26,18 @@ async def stored(conn: asyncpg.Connection, owner: str, key: str) -> asyncpg.Reco
     return await conn.fetchrow(
         """SELECT operation, request_hash, status_code, response FROM idempotency_keys
            WHERE owner = $1 AND idem_key = $2""",
-        owner, key,
+        owner,
+        key,
     )
 
 
 async def finish(conn: asyncpg.Connection, owner: str, key: str, status_code: int, response: bytes) -> None:
     await conn.execute(
         "UPDATE idempotency_keys SET status_code = $3, response = $4 WHERE owner = $1 AND idem_key = $2",
-        owner, key, status_code, response,
+        owner,
+        key,
+        status_code,
+        response,
     )
 
 

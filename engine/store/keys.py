@@ -11,7 +11,11 @@ async def insert_key(
     return await conn.fetchrow(
         """INSERT INTO api_keys (key_id, key_hash, role, location_id, name) VALUES ($1, $2, $3, $4, $5)
            RETURNING key_id, role, location_id, name, created_at""",
-        key_id, key_hash, role, location_id, name,
+        key_id,
+        key_hash,
+        role,
+        location_id,
+        name,
     )
 
 

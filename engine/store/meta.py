@@ -14,7 +14,8 @@ async def get_setting(conn: asyncpg.Connection, key: str) -> Any:
 async def set_setting(conn: asyncpg.Connection, key: str, value: Any) -> None:
     await conn.execute(
         "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        key, value,
+        key,
+        value,
     )
 
 

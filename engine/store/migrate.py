@@ -66,7 +66,9 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                 await conn.execute(sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    version, name, checksum,
+                    version,
+                    name,
+                    checksum,
                 )
             done.append(name)
         return done

@@ -8,9 +8,7 @@ from engine.core.model import Position
 from engine.core.stock import Current, Delta
 
 
-async def lock_positions(
-    conn: asyncpg.Connection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], Current]:
+async def lock_positions(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Current]:
     """Create missing positions (known sku and location only) and lock all of them.
 
     Rows are created and locked in (sku, location_id) order, the one global order every
@@ -27,7 +25,8 @@ async def lock_positions(
            JOIN locations l ON l.location_id = k.location_id
            ORDER BY 1, 2
            ON CONFLICT DO NOTHING""",
-        skus, locs,
+        skus,
+        locs,
     )
     rows = await conn.fetch(
         """SELECT p.sku, p.location_id, p.on_hand, p.reserved
@@ -36,7 +35,8 @@ async def lock_positions(
              ON p.sku = k.sku AND p.location_id = k.location_id
            ORDER BY p.sku, p.location_id
            FOR UPDATE OF p""",
-        skus, locs,
+        skus,
+        locs,
     )
     return {(r["sku"], r["location_id"]): Current(on_hand=r["on_hand"], reserved=r["reserved"]) for r in rows}
 
@@ -56,7 +56,9 @@ async def apply_deltas(conn: asyncpg.Connection, deltas: list[Delta], *, referen
                         FROM d WHERE p.sku = d.sku AND p.location_id = d.location_id)
            INSERT INTO stock_movements (sku, location_id, kind, delta_on_hand, reference, actor)
            SELECT sku, location_id, kind, delta, $5, $6 FROM d""",
-        *args, reference, actor,
+        *args,
+        reference,
+        actor,
     )
 
 
@@ -67,7 +69,10 @@ async def record_events(conn: asyncpg.Connection, events: list[tuple[str, str | 
     await conn.execute(
         """INSERT INTO events (kind, sku, location_id, payload)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])""",
-        [e[0] for e in events], [e[1] for e in events], [e[2] for e in events], [e[3] for e in events],
+        [e[0] for e in events],
+        [e[1] for e in events],
+        [e[2] for e in events],
+        [e[3] for e in events],
     )
 
 
@@ -84,14 +89,19 @@ async def get_positions(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -
         + """JOIN unnest($1::text[], $2::text[]) AS k(sku, location_id)
                ON p.sku = k.sku AND p.location_id = k.location_id
              ORDER BY p.sku, p.location_id""",
-        [k[0] for k in keys], [k[1] for k in keys],
+        [k[0] for k in keys],
+        [k[1] for k in keys],
     )
     return [Position(**dict(r)) for r in rows]
 
 
 async def list_positions(
-    conn: asyncpg.Connection, *, sku: str | None, location_id: str | None,
-    after: tuple[str, str] | None, limit: int,
+    conn: asyncpg.Connection,
+    *,
+    sku: str | None,
+    location_id: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
 ) -> list[Position]:
     """Positions filtered by sku and/or location, in (sku, location_id) order, keyset-paged."""
     rows = await conn.fetch(
@@ -101,7 +111,11 @@ async def list_positions(
                AND ($3::text IS NULL OR (p.sku, p.location_id) > ($3, $4))
              ORDER BY p.sku, p.location_id
              LIMIT $5""",
-        sku, location_id, after[0] if after else None, after[1] if after else None, limit,
+        sku,
+        location_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
     )
     return [Position(**dict(r)) for r in rows]
 
@@ -130,7 +144,7 @@ async def ledger_drift(conn: asyncpg.Connection, limit: int = 100) -> tuple[int,
                   OR coalesce(pos_in_transit, 0) <> coalesce(ledger_in_transit, 0))
            SELECT (SELECT count(*) FROM cmp) AS checked, (SELECT count(*) FROM bad) AS drifted,
                   (SELECT coalesce(jsonb_agg(b ORDER BY b.sku, b.location_id), '[]')
-                   FROM (SELECT * FROM bad ORDER BY sku, location_id LIMIT $1) b) AS sample"""
-        , limit,
+                   FROM (SELECT * FROM bad ORDER BY sku, location_id LIMIT $1) b) AS sample""",
+        limit,
     )
     return row["checked"], row["drifted"], row["sample"]

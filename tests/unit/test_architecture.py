@@ -35,3 +35,10 @@ def test_sql_lives_only_in_engine_store():
         text = path.read_text()
         for verb in ("SELECT ", "INSERT INTO", "UPDATE stock", "DELETE FROM"):
             assert verb not in text, f"{path.relative_to(root)} contains SQL ({verb.strip()})"
+
+
+def test_no_raw_statements_outside_engine_store():
+    root = Path(engine.core.__file__).parents[2]
+    for path in [*root.joinpath("api").rglob("*.py"), *root.joinpath("engine", "services").rglob("*.py")]:
+        text = path.read_text()
+        assert "conn.execute(" not in text and "conn.fetch" not in text, f"{path.relative_to(root)} runs SQL"

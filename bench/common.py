@@ -1,0 +1,167 @@
+"""Shared benchmark plumbing: the database, the service process, a lean HTTP client, stats.
+
+The benchmark database is the embedded server in `bench/.data` (kept between runs, so the
+10M-position network is loaded once) unless OMNIROUTE_BENCH_DATABASE_URL names another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from engine.embedded import EmbeddedPostgres
+from engine.services import fixtures
+from engine.services.setup import apply_migrations
+from engine.store import meta
+
+BENCH_DIR = Path(__file__).resolve().parent
+BENCH_KEY = "bench-admin-key"
+
+
+def database(size: str) -> tuple[str, EmbeddedPostgres | None]:
+    """URL of a database holding the `size` network, loading it (timed) if absent."""
+    url = os.environ.get("OMNIROUTE_BENCH_DATABASE_URL")
+    pg = None
+    if not url:
+        pg = EmbeddedPostgres(BENCH_DIR / ".data" / size)
+        pg.start()
+        url = pg.url("postgres")
+    asyncio.run(apply_migrations(url))
+
+    async def present() -> dict | None:
+        conn = await asyncpg.connect(url)
+        try:
+            return await meta.get_setting(conn, "network") if await meta.has_locations(conn) else None
+        finally:
+            await conn.close()
+
+    info = asyncio.run(present())
+    if info is None:
+        t = time.perf_counter()
+        info = asyncio.run(fixtures.load(url, size, show_progress=True))
+        print(f"loaded the {size} network in {time.perf_counter() - t:.1f} s: {info}", flush=True)
+    return url, pg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """`omniroute serve` against `url`, on a free port, until stopped."""
+
+    def __init__(self, url: str, workers: int = 1, pool_max: int = 20) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "OMNIROUTE_DATABASE_URL": url,
+            "OMNIROUTE_BOOTSTRAP_ADMIN_KEY": BENCH_KEY,
+            "OMNIROUTE_LOG_LEVEL": "WARNING",
+            "OMNIROUTE_POOL_MAX": str(pool_max),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("service did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client: cheap enough not to be the bottleneck."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = (
+            f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {BENCH_KEY}\r\n"
+            f"Content-Length: {len(body)}\r\n{headers}\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_load(
+    clients: int, seconds: float, make_worker: Callable[[int], Callable[[int], Awaitable[None]]]
+) -> dict:
+    """Run `clients` loops for `seconds`; each loop calls its worker with a running counter.
+
+    Returns requests/s and latency percentiles in ms (per call, client side).
+    """
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def loop(cid: int) -> None:
+        work = make_worker(cid)
+        i = 0
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            await work(i)
+            latencies.append(time.perf_counter() - t)
+            i += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in range(clients)))
+    elapsed = time.perf_counter() - start
+    return summarize(latencies, elapsed)
+
+
+def summarize(latencies: list[float], elapsed: float) -> dict:
+    ms = sorted(x * 1000 for x in latencies)
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else [ms[0]] * 99
+    return {"requests": len(ms), "rps": len(ms) / elapsed, "p50": q[49], "p99": q[98]}
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    out = [" | ".join(c.ljust(widths[c]) for c in columns), "-|-".join("-" * widths[c] for c in columns)]
+    out += [" | ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.1f}" if v >= 100 else f"{v:.2f}"
+    return str(v) if v is not None else ""

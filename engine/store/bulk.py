@@ -1,0 +1,130 @@
+"""Bulk loading of a generated network (locations, items, stock positions and their ledger).
+
+Everything goes in with COPY (binary, via asyncpg) in ONE transaction: either the whole
+network is there or none of it. Nothing is upserted: the ids must not exist yet (the
+primary keys reject duplicates and the transaction rolls back).
+
+Positions are streamed in batches in (sku, location_id) order, which appends to the
+right edge of the primary-key index. The foreign keys of `stock_positions` are dropped for
+the COPY and re-added with their exact definitions before commit, inside the same
+transaction (which holds the table exclusively meanwhile): PostgreSQL then validates them
+in one pass instead of 10M row-by-row trigger checks (about 125 s of a 166 s load).
+
+Each position with on_hand != 0 gets one `receipt` row in `stock_movements`, so the
+ledger invariant holds from the start (reserved and in_transit_in start at 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import islice
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from fixtures.generate import Network
+
+LOCATION_COLUMNS = (
+    "location_id",
+    "kind",
+    "name",
+    "lat",
+    "lon",
+    "postal_code",
+    "timezone",
+    "ships",
+    "pickup",
+    "curbside",
+    "daily_order_capacity",
+    "pick_cost_per_unit",
+    "safety_stock",
+    "active",
+)
+ITEM_COLUMNS = ("sku", "name", "weight_kg")
+POSITION_COLUMNS = ("sku", "location_id", "on_hand", "safety_stock")
+MOVEMENT_COLUMNS = ("sku", "location_id", "kind", "delta_on_hand", "reference", "actor")
+
+FIXTURES_ACTOR = "fixtures"
+
+
+async def analyze(conn: asyncpg.Connection) -> None:
+    await conn.execute("ANALYZE locations, items, stock_positions, stock_movements")
+
+
+async def _foreign_keys(conn: asyncpg.Connection, table: str) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'f'",
+        table,
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def load_network(
+    conn: asyncpg.Connection,
+    net: Network,
+    *,
+    reference: str,
+    progress: Callable[[int], None] | None = None,
+    batch: int = 200_000,
+) -> dict:
+    """Insert `net` in one transaction; return row counts per table.
+
+    `progress(n)` is called after each batch with the number of positions written so far.
+    """
+    if batch < 1:
+        raise ValueError("batch must be positive")
+    location_rows = [
+        (
+            loc.location_id,
+            loc.kind.value,
+            loc.name,
+            loc.lat,
+            loc.lon,
+            loc.postal_code,
+            loc.timezone,
+            loc.ships,
+            loc.pickup,
+            loc.curbside,
+            loc.daily_order_capacity,
+            loc.pick_cost_per_unit,
+            loc.safety_stock,
+            loc.active,
+        )
+        for loc in net.locations
+    ]
+    item_rows = [(item.sku, item.name, item.weight_kg) for item in net.items]
+
+    positions = 0
+    movements = 0
+    async with conn.transaction():
+        await conn.copy_records_to_table("locations", records=location_rows, columns=LOCATION_COLUMNS)
+        await conn.copy_records_to_table("items", records=item_rows, columns=ITEM_COLUMNS)
+        fks = await _foreign_keys(conn, "stock_positions")
+        for name, _ in fks:
+            await conn.execute(f'ALTER TABLE stock_positions DROP CONSTRAINT "{name}"')
+        rows = net.positions()
+        while True:
+            chunk = list(islice(rows, batch))
+            if not chunk:
+                break
+            await conn.copy_records_to_table("stock_positions", records=chunk, columns=POSITION_COLUMNS)
+            receipts = [
+                (sku, location_id, "receipt", on_hand, reference, FIXTURES_ACTOR)
+                for sku, location_id, on_hand, _ in chunk
+                if on_hand
+            ]
+            if receipts:
+                await conn.copy_records_to_table("stock_movements", records=receipts, columns=MOVEMENT_COLUMNS)
+            positions += len(chunk)
+            movements += len(receipts)
+            if progress is not None:
+                progress(positions)
+        for name, definition in fks:
+            await conn.execute(f'ALTER TABLE stock_positions ADD CONSTRAINT "{name}" {definition}')
+    return {
+        "locations": len(location_rows),
+        "items": len(item_rows),
+        "positions": positions,
+        "movements": movements,
+    }
