@@ -56,6 +56,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         middleware=[request_middleware],
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # api.observability configures JSON logs
         openapi_config=OpenAPIConfig(
             title="Omniroute",
             version="1",

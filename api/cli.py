@@ -147,6 +147,18 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_keys(args: argparse.Namespace) -> int:
+    from engine.services.setup import DEMO_KEYS_FILE
+
+    path = Settings.from_env().data_dir / DEMO_KEYS_FILE
+    if not path.exists():
+        print(f"no demo keys at {path}: run `omniroute serve` (embedded mode) once first", file=sys.stderr)
+        return 2
+    keys = json.loads(path.read_text())
+    print(keys[args.role]["key"] if args.role else json.dumps(keys, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="omniroute", description="Retail order and inventory orchestration.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="start (and print the URL of) or stop the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop"])
     db.set_defaults(fn=_db)
+
+    demo = sub.add_parser("demo-keys", help="print the demo API keys made by the first embedded start")
+    demo.add_argument("role", nargs="?", choices=["admin", "checkout", "pos", "planner"])
+    demo.set_defaults(fn=_demo_keys)
 
     args = parser.parse_args(argv)
     try:

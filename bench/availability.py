@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import os
 import random
 from urllib.parse import urlencode
@@ -28,14 +29,16 @@ def baskets(n: int, n_skus: int, seed: int = 42) -> list[dict]:
     rng = random.Random(seed)
     with open(FIXTURES_DIR / "us_metros.csv") as f:
         metros = [(float(r["Latitude"]), float(r["Longitude"]), int(r["Population"])) for r in csv.DictReader(f)]
-    weights = [1 / r for r in range(1, n_skus + 1)]
+    cum_weights = list(itertools.accumulate(1 / r for r in range(1, n_skus + 1)))
+    ranks_pool = range(1, n_skus + 1)
+    metro_cum = list(itertools.accumulate(m[2] for m in metros))
     digits = 6 if n_skus >= 10_000 else 5  # as fixtures.generate numbers them
     out = []
     for _ in range(n):
-        lat, lon, _pop = rng.choices(metros, weights=[m[2] for m in metros])[0]
+        lat, lon, _pop = rng.choices(metros, cum_weights=metro_cum)[0]
         ranks = set()
         while len(ranks) < 10:
-            ranks.add(rng.choices(range(1, n_skus + 1), weights=weights)[0])
+            ranks.add(rng.choices(ranks_pool, cum_weights=cum_weights)[0])
         skus = [f"SKU-{r:0{digits}d}" for r in sorted(ranks)]
         out.append(
             {

@@ -83,7 +83,7 @@ class EmbeddedPostgres:
     """One PostgreSQL cluster in `data_dir/pg`. `start()` returns a connection URL."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pg"
         self.bindir = find_bindir()
         self.port = port

@@ -25,17 +25,23 @@ near AS (
     FROM locations l
     WHERE $2::float8 IS NOT NULL AND l.active AND l.pickup
       AND l.lat BETWEEN $5 AND $6 AND l.lon BETWEEN $7 AND $8
-    ORDER BY distance_km, l.location_id
 ),
 near_in_radius AS (
-    SELECT * FROM near WHERE distance_km <= $4 LIMIT $9
+    SELECT * FROM near WHERE distance_km <= $4 ORDER BY distance_km, location_id LIMIT $9
+),
+-- One range scan of the (sku, location_id) key per SKU, hash-joined to the locations.
+ship AS (
+    SELECT p.sku, sum(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock)))::bigint AS total
+    FROM stock_positions p
+    JOIN locations l ON l.location_id = p.location_id AND l.active AND l.ships
+    WHERE p.sku = ANY($1::text[])
+    GROUP BY p.sku
 )
-SELECT r.sku, (i.sku IS NOT NULL) AS known, NULL::text AS location_id,
-       (SELECT coalesce(sum(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock))), 0)
-        FROM stock_positions p JOIN locations l ON l.location_id = p.location_id
-        WHERE p.sku = r.sku AND l.active AND l.ships)::bigint AS available,
+SELECT r.sku, (i.sku IS NOT NULL) AS known, NULL::text AS location_id, coalesce(s.total, 0) AS available,
        NULL::float8 AS distance_km, NULL::boolean AS curbside
-FROM req r LEFT JOIN items i ON i.sku = r.sku
+FROM req r
+LEFT JOIN items i ON i.sku = r.sku
+LEFT JOIN ship s ON s.sku = r.sku
 UNION ALL
 SELECT r.sku, true, n.location_id,
        coalesce(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, n.safety_stock)), 0),
