@@ -18,7 +18,9 @@ from api.routes.availability import AvailabilityController
 from api.routes.catalog import ItemController, LocationController
 from api.routes.keys import ApiKeyController
 from api.routes.ops import OpsController
+from api.routes.reservations import ReservationController
 from api.routes.stock import StockController
+from api.scheduler import start_scheduler
 from engine.config import Settings
 from engine.services.keys import KeyRing
 from engine.store.db import create_pool
@@ -34,9 +36,12 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         pool = await create_pool(database_url, min_size=settings.pool_min, max_size=settings.pool_max)
         app.state.pool = pool
         app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
+        scheduler = start_scheduler(pool, settings) if settings.scheduler else None
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
             await pool.close()
 
     return Litestar(
@@ -46,7 +51,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             ItemController,
             StockController,
             AvailabilityController,
-            ApiKeyController,
+            ApiKeyController, ReservationController,
         ],
         dependencies={
             "pool": Provide(provide_pool),

@@ -93,3 +93,23 @@ class ApiKeyIn(Struct, forbid_unknown_fields=True, kw_only=True):
     role: Role
     location_id: Id | None = None
     name: Name | None = None
+
+
+MAX_RESERVATION_LINES = 100
+TtlSeconds = Annotated[int, Meta(ge=1, le=7 * 24 * 3600, description="seconds until the hold expires (max 7 days)")]
+
+
+class ReservationLineIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    sku: Id
+    location_id: Id
+    quantity: Annotated[int, Meta(gt=0, le=MAX_QUANTITY)]
+
+
+class ReservationIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    lines: Annotated[list[ReservationLineIn], Meta(min_length=1, max_length=MAX_RESERVATION_LINES)]
+    ttl_seconds: TtlSeconds = 900
+    reference: Reference | None = None
+
+
+class ExtendIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    ttl_seconds: TtlSeconds

@@ -16,6 +16,9 @@ class Settings(msgspec.Struct, frozen=True):
     pool_min: int
     pool_max: int
     log_level: str
+    scheduler: bool = True
+    expiry_sweep_seconds: float = 2.0
+    idempotency_hours: float = 24.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -28,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True):
             pool_min=int(env.get("OMNIROUTE_POOL_MIN", "2")),
             pool_max=int(env.get("OMNIROUTE_POOL_MAX", "20")),
             log_level=env.get("OMNIROUTE_LOG_LEVEL", "INFO").upper(),
+            scheduler=env.get("OMNIROUTE_SCHEDULER", "on").lower() not in ("off", "0", "false", "no"),
+            expiry_sweep_seconds=float(env.get("OMNIROUTE_EXPIRY_SWEEP_SECONDS", "2")),
+            idempotency_hours=float(env.get("OMNIROUTE_IDEMPOTENCY_HOURS", "24")),
         )
 
 

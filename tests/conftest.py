@@ -67,8 +67,18 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-TABLES = ["events", "idempotency_keys", "api_keys", "stock_movements", "stock_positions", "items", "locations",
-          "settings"]
+TABLES = [
+    "reservation_lines",
+    "reservations",
+    "events",
+    "idempotency_keys",
+    "api_keys",
+    "stock_movements",
+    "stock_positions",
+    "items",
+    "locations",
+    "settings",
+]
 
 
 @pytest.fixture
@@ -81,7 +91,10 @@ async def db(pool: asyncpg.Pool) -> asyncpg.Pool:
 
 @pytest.fixture(scope="session")
 async def app_client(database_url: str) -> AsyncIterator[AsyncTestClient]:
-    settings = Settings.from_env({"OMNIROUTE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "OMNIROUTE_POOL_MAX": "40"})
+    # No scheduler: tests run the expiry sweep themselves, so "before the sweep" is certain.
+    settings = Settings.from_env(
+        {"OMNIROUTE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "OMNIROUTE_POOL_MAX": "40", "OMNIROUTE_SCHEDULER": "off"}
+    )
     app = create_app(database_url, settings)
     async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
         yield client

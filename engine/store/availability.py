@@ -29,11 +29,21 @@ near AS (
 near_in_radius AS (
     SELECT * FROM near WHERE distance_km <= $4 ORDER BY distance_km, location_id LIMIT $9
 ),
+-- Holds past their expiry that the sweep has not released yet: they no longer count.
+expired AS (
+    SELECT rl.sku, rl.location_id, sum(rl.quantity)::integer AS quantity
+    FROM reservation_lines rl
+    WHERE rl.state = 'active' AND rl.expires_at <= now() AND rl.sku = ANY($1::text[])
+    GROUP BY rl.sku, rl.location_id
+),
 -- One range scan of the (sku, location_id) key per SKU, hash-joined to the locations.
 ship AS (
-    SELECT p.sku, sum(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock)))::bigint AS total
+    SELECT p.sku,
+           sum(greatest(0, p.on_hand - (p.reserved - coalesce(e.quantity, 0))
+                           - coalesce(p.safety_stock, l.safety_stock)))::bigint AS total
     FROM stock_positions p
     JOIN locations l ON l.location_id = p.location_id AND l.active AND l.ships
+    LEFT JOIN expired e ON e.sku = p.sku AND e.location_id = p.location_id
     WHERE p.sku = ANY($1::text[])
     GROUP BY p.sku
 )
@@ -44,10 +54,12 @@ LEFT JOIN items i ON i.sku = r.sku
 LEFT JOIN ship s ON s.sku = r.sku
 UNION ALL
 SELECT r.sku, true, n.location_id,
-       coalesce(greatest(0, p.on_hand - p.reserved - coalesce(p.safety_stock, n.safety_stock)), 0),
+       coalesce(greatest(0, p.on_hand - (p.reserved - coalesce(e.quantity, 0))
+                            - coalesce(p.safety_stock, n.safety_stock)), 0),
        n.distance_km, n.curbside
 FROM req r CROSS JOIN near_in_radius n
 LEFT JOIN stock_positions p ON p.sku = r.sku AND p.location_id = n.location_id
+LEFT JOIN expired e ON e.sku = r.sku AND e.location_id = n.location_id
 """
 
 

@@ -42,3 +42,12 @@ async def first_store(conn: asyncpg.Connection) -> str | None:
     return await conn.fetchval(
         "SELECT location_id FROM locations WHERE kind = 'store' AND active ORDER BY location_id LIMIT 1"
     )
+
+
+async def try_lock(conn: asyncpg.Connection, key: int) -> bool:
+    """Session advisory lock: held until unlock or until the connection closes (a crash)."""
+    return await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+
+
+async def unlock(conn: asyncpg.Connection, key: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", key)

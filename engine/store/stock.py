@@ -76,10 +76,16 @@ async def record_events(conn: asyncpg.Connection, events: list[tuple[str, str | 
     )
 
 
+# `reserved` as callers see it: holds past their expiry that the sweep has not released
+# yet no longer count (the position row still carries them until it does).
 _POSITION_SQL = """
-    SELECT p.sku, p.location_id, p.on_hand, p.reserved,
+    SELECT p.sku, p.location_id, p.on_hand, p.reserved - coalesce(e.quantity, 0) AS reserved,
            coalesce(p.safety_stock, l.safety_stock) AS safety_stock, p.in_transit_in
     FROM stock_positions p JOIN locations l ON l.location_id = p.location_id
+    LEFT JOIN LATERAL (
+        SELECT sum(rl.quantity)::integer AS quantity FROM reservation_lines rl
+        WHERE rl.sku = p.sku AND rl.location_id = p.location_id AND rl.state = 'active' AND rl.expires_at <= now()
+    ) e ON true
 """
 
 

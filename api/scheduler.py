@@ -1,0 +1,29 @@
+"""APScheduler set-up: reservation expiry every few seconds, idempotency purge hourly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from engine.config import Settings
+from engine.services import jobs
+from engine.services.reservations import sweep_expired
+
+
+def start_scheduler(pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    scheduler.add_job(
+        jobs.run_exclusively, "interval", seconds=settings.expiry_sweep_seconds,
+        args=[pool, "expire-reservations", sweep_expired], id="expire-reservations",
+        next_run_time=datetime.now(UTC), **common,
+    )
+    scheduler.add_job(
+        jobs.run_exclusively, "interval", hours=1,
+        args=[pool, "purge-idempotency", jobs.purge_idempotency(settings.idempotency_hours)],
+        id="purge-idempotency", next_run_time=datetime.now(UTC), **common,
+    )
+    scheduler.start()
+    return scheduler

@@ -1,0 +1,44 @@
+"""Scheduled jobs, each run by one process at a time across every instance."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from engine.store import idempotency as idem_store
+from engine.store import meta
+
+log = logging.getLogger("omniroute.jobs")
+
+# Advisory lock keys, one per job (the migration lock is 0x6F6D6E69).
+LOCKS = {"expire-reservations": 0x6F6D0001, "purge-idempotency": 0x6F6D0002}
+
+
+async def run_exclusively(pool: asyncpg.Pool, name: str, job: Callable[[asyncpg.Pool], Awaitable[int]]) -> bool:
+    """Run `job` unless another process runs the same job right now (PostgreSQL advisory
+    lock, released if this process dies). Returns whether it ran."""
+    async with pool.acquire() as conn:
+        if not await meta.try_lock(conn, LOCKS[name]):
+            return False
+        try:
+            started = time.perf_counter()
+            count = await job(pool)
+            if count:
+                log.info("%s: %d", name, count, extra={"fields": {
+                    "job": name, "count": count, "ms": round((time.perf_counter() - started) * 1000, 1)}})
+        finally:
+            await meta.unlock(conn, LOCKS[name])
+    return True
+
+
+def purge_idempotency(hours: float) -> Callable[[asyncpg.Pool], Awaitable[int]]:
+    async def job(pool: asyncpg.Pool) -> int:
+        async with pool.acquire() as conn:
+            return await idem_store.purge(conn, hours)
+
+    return job
+
+

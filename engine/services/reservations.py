@@ -1,0 +1,146 @@
+"""Reservations: create (no oversell), read, commit, release, extend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID, uuid4
+
+import asyncpg
+import msgspec
+
+from engine.core import reservations as rules
+from engine.core.access import require_locations, require_role
+from engine.core.model import Caller, Role
+from engine.core.reservations import Line, Reservation, Status
+from engine.errors import BadInput, Conflict, OutOfStock
+from engine.services import idempotency
+from engine.store import reservations as store
+from engine.store.db import with_retry
+
+
+class ReservationOut(msgspec.Struct, kw_only=True):
+    reservation_id: UUID
+    status: Status
+    expires_at: datetime
+    reference: str | None
+    created_at: datetime
+    lines: list[Line]
+
+
+def _out(res: Reservation, now: datetime, status: Status | None = None, expires_at: datetime | None = None):
+    return ReservationOut(
+        reservation_id=res.reservation_id, status=status or res.status_at(now),
+        expires_at=expires_at or res.expires_at, reference=res.reference, created_at=res.created_at,
+        lines=res.lines,
+    )
+
+
+async def create(
+    pool: asyncpg.Pool, caller: Caller, lines: list[Line], *, ttl_seconds: int, reference: str | None,
+    idem_key: str | None,
+) -> tuple[int, bytes]:
+    """Hold every line or none. Each line takes at most `available` at that instant,
+    whatever the concurrency (one conditional UPDATE per line inside one statement)."""
+    require_role(caller, Role.CHECKOUT, Role.POS)
+    require_locations(caller, (line.location_id for line in lines))
+    ordered = rules.validate_lines(lines)
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
+        now = await store.now(conn)
+        expires_at = rules.expiry(now, ttl_seconds)
+        rid = uuid4()
+        try:
+            await store.reserve(conn, reservation_id=rid, owner=caller.key_id, reference=reference,
+                                expires_at=expires_at, lines=ordered)
+        except store.Shortage as short:
+            _raise_shortage(short.shortages)
+        res = Reservation(reservation_id=rid, owner=caller.key_id, reference=reference, status=Status.ACTIVE,
+                          expires_at=expires_at, created_at=now, lines=ordered)
+        return 201, _out(res, now)
+
+    body = {"lines": ordered, "ttl_seconds": ttl_seconds, "reference": reference}
+    return await idempotency.run(pool, caller, idem_key, "reservations.create", body, work)
+
+
+def _raise_shortage(shortages: list[dict]) -> None:
+    unknown = [{"field": "sku", "message": f"unknown sku {s['sku']}"} for s in shortages if s["unknown_sku"]]
+    unknown += [{"field": "location_id", "message": f"unknown location {s['location_id']}"}
+                for s in shortages if s["unknown_location"]]
+    if unknown:
+        raise BadInput("unknown sku or location", errors=unknown)
+    raise OutOfStock(
+        "not enough available stock for every line; nothing was reserved",
+        shortages=[{k: s[k] for k in ("sku", "location_id", "requested", "available")} for s in shortages],
+    )
+
+
+async def get(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID) -> ReservationOut:
+    async with pool.acquire() as conn:
+        res = rules.require_access(caller, await store.get(conn, reservation_id), reservation_id)
+        return _out(res, await store.now(conn))
+
+
+async def commit(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_key: str | None) -> tuple[int, bytes]:
+    """Held units become a sale: on_hand and reserved both drop. Expired: 409."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
+        res = rules.require_access(caller, await store.get(conn, reservation_id, lock=True), reservation_id)
+        now = await store.now(conn)
+        rules.require_active(res, now, "commit")
+        moved = await store.finish(conn, reservation_id, status=Status.COMMITTED, actor=caller.key_id)
+        if moved != len(res.lines):
+            raise Conflict("the reservation expired while it was being committed",
+                           reservation_id=str(reservation_id), reservation_status="expired")
+        return 200, _out(res, now, status=Status.COMMITTED)
+
+    return await idempotency.run(pool, caller, idem_key, "reservations.commit",
+                                 {"reservation_id": str(reservation_id)}, work)
+
+
+async def release(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_key: str | None) -> tuple[int, bytes]:
+    """Give the held units back. Releasing a released or expired hold changes nothing."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
+        res = rules.require_access(caller, await store.get(conn, reservation_id, lock=True), reservation_id)
+        now = await store.now(conn)
+        if rules.release_is_noop(res, now):
+            return 200, _out(res, now)
+        final = Status.EXPIRED if res.status_at(now) is Status.EXPIRED else Status.RELEASED
+        await store.finish(conn, reservation_id, status=final, actor=caller.key_id)
+        return 200, _out(res, now, status=final)
+
+    return await idempotency.run(pool, caller, idem_key, "reservations.release",
+                                 {"reservation_id": str(reservation_id)}, work)
+
+
+async def extend(
+    pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, ttl_seconds: int, idem_key: str | None
+) -> tuple[int, bytes]:
+    """New expiry = now + ttl_seconds (at most 7 days). Only an active hold can be extended."""
+
+    async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
+        res = rules.require_access(caller, await store.get(conn, reservation_id, lock=True), reservation_id)
+        now = await store.now(conn)
+        rules.require_active(res, now, "extend")
+        expires_at = rules.expiry(now, ttl_seconds)
+        if await store.extend(conn, reservation_id, expires_at) != len(res.lines):
+            raise Conflict("the reservation expired while it was being extended",
+                           reservation_id=str(reservation_id), reservation_status="expired")
+        return 200, _out(res, now, expires_at=expires_at)
+
+    return await idempotency.run(pool, caller, idem_key, "reservations.extend",
+                                 {"reservation_id": str(reservation_id), "ttl_seconds": ttl_seconds}, work)
+
+
+async def sweep_expired(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
+    """Release expired holds in batches of `batch` lines, each batch its own transaction."""
+    total = 0
+    while True:
+        async def one() -> int:
+            async with pool.acquire() as conn, conn.transaction():
+                return await store.release_expired(conn, batch)
+
+        released = await with_retry(one)
+        total += released
+        if released < batch:
+            return total

@@ -1,0 +1,115 @@
+"""Reservations: the reserve function call, lifecycle statements, expiry sweep."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from engine.core.reservations import Line, Reservation, Status
+
+OUT_OF_STOCK = "OM001"
+
+
+class Shortage(Exception):
+    def __init__(self, shortages: list[dict]) -> None:
+        super().__init__("insufficient stock")
+        self.shortages = shortages
+
+
+async def reserve(
+    conn: asyncpg.Connection, *, reservation_id: UUID, owner: str, reference: str | None,
+    expires_at: datetime, lines: list[Line],
+) -> None:
+    """One statement: all lines held, or Shortage (and nothing held)."""
+    try:
+        await conn.execute(
+            "SELECT omniroute_reserve($1, $2, $3, $4, $5::text[], $6::text[], $7::int[])",
+            reservation_id, owner, reference, expires_at,
+            [line.sku for line in lines], [line.location_id for line in lines], [line.quantity for line in lines],
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == OUT_OF_STOCK:
+            raise Shortage(json.loads(exc.detail)) from exc
+        raise
+
+
+async def get(conn: asyncpg.Connection, reservation_id: UUID, *, lock: bool = False) -> Reservation | None:
+    header = await conn.fetchrow(
+        "SELECT reservation_id, owner, reference, status, expires_at, created_at FROM reservations "
+        "WHERE reservation_id = $1" + (" FOR UPDATE" if lock else ""),
+        reservation_id,
+    )
+    if header is None:
+        return None
+    lines = await conn.fetch(
+        "SELECT sku, location_id, quantity FROM reservation_lines WHERE reservation_id = $1 "
+        "ORDER BY sku, location_id",
+        reservation_id,
+    )
+    return Reservation(
+        reservation_id=header["reservation_id"], owner=header["owner"], reference=header["reference"],
+        status=Status(header["status"]), expires_at=header["expires_at"], created_at=header["created_at"],
+        lines=[Line(sku=r["sku"], location_id=r["location_id"], quantity=r["quantity"]) for r in lines],
+    )
+
+
+async def finish(conn: asyncpg.Connection, reservation_id: UUID, *, status: Status, actor: str) -> int:
+    """Commit or release the still-active lines of a locked reservation, in one statement.
+
+    Commit: on_hand and reserved both drop (a `commit` movement). Release or expiry:
+    reserved drops (a `release` movement). Positions are locked in (sku, location_id)
+    order first, the order every writer uses. Returns the number of lines moved: fewer
+    than expected means an expiry released some at the same moment.
+    """
+    commit = status is Status.COMMITTED
+    await conn.execute(
+        """SELECT 1 FROM stock_positions p
+           JOIN reservation_lines l ON l.sku = p.sku AND l.location_id = p.location_id
+           WHERE l.reservation_id = $1 AND l.state = 'active'
+           ORDER BY p.sku, p.location_id FOR UPDATE OF p""",
+        reservation_id,
+    )
+    return await conn.fetchval(
+        """WITH lines AS (
+               UPDATE reservation_lines SET state = $3 WHERE reservation_id = $1 AND state = 'active'
+               RETURNING sku, location_id, quantity),
+           positions AS (
+               UPDATE stock_positions p
+               SET reserved = p.reserved - l.quantity,
+                   on_hand = p.on_hand - CASE WHEN $2 THEN l.quantity ELSE 0 END,
+                   updated_at = now()
+               FROM lines l
+               WHERE p.sku = l.sku AND p.location_id = l.location_id),
+           ledger AS (
+               INSERT INTO stock_movements (sku, location_id, kind, delta_on_hand, delta_reserved, reference, actor)
+               SELECT sku, location_id, CASE WHEN $2 THEN 'commit' ELSE 'release' END,
+                      CASE WHEN $2 THEN -quantity ELSE 0 END, -quantity, $1::text, $4
+               FROM lines)
+           UPDATE reservations SET status = $3, updated_at = now() WHERE reservation_id = $1
+           RETURNING (SELECT count(*) FROM lines)""",
+        reservation_id, commit, status.value, actor,
+    )
+
+
+async def extend(conn: asyncpg.Connection, reservation_id: UUID, expires_at: datetime) -> int:
+    """Move the expiry of the active lines and the header; returns the lines moved."""
+    return await conn.fetchval(
+        """WITH l AS (UPDATE reservation_lines SET expires_at = $2 WHERE reservation_id = $1 AND state = 'active'
+                     RETURNING 1)
+           UPDATE reservations SET expires_at = $2, updated_at = now() WHERE reservation_id = $1
+           RETURNING (SELECT count(*) FROM l)""",
+        reservation_id, expires_at,
+    )
+
+
+async def release_expired(conn: asyncpg.Connection, limit: int) -> int:
+    """Release up to `limit` expired lines anywhere; returns how many."""
+    return await conn.fetchval("SELECT omniroute_release_expired(NULL, NULL, $1)", limit)
+
+
+async def now(conn: asyncpg.Connection) -> datetime:
+    """The database clock: expiry is judged by it everywhere, never by a host clock."""
+    return await conn.fetchval("SELECT now()")
