@@ -22,25 +22,11 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from engine.store.catalog import LOCATION_COLUMNS, location_row
+
 if TYPE_CHECKING:
     from fixtures.generate import Network
 
-LOCATION_COLUMNS = (
-    "location_id",
-    "kind",
-    "name",
-    "lat",
-    "lon",
-    "postal_code",
-    "timezone",
-    "ships",
-    "pickup",
-    "curbside",
-    "daily_order_capacity",
-    "pick_cost_per_unit",
-    "safety_stock",
-    "active",
-)
 ITEM_COLUMNS = ("sku", "name", "weight_kg")
 POSITION_COLUMNS = ("sku", "location_id", "on_hand", "safety_stock")
 MOVEMENT_COLUMNS = ("sku", "location_id", "kind", "delta_on_hand", "reference", "actor")
@@ -74,25 +60,7 @@ async def load_network(
     """
     if batch < 1:
         raise ValueError("batch must be positive")
-    location_rows = [
-        (
-            loc.location_id,
-            loc.kind.value,
-            loc.name,
-            loc.lat,
-            loc.lon,
-            loc.postal_code,
-            loc.timezone,
-            loc.ships,
-            loc.pickup,
-            loc.curbside,
-            loc.daily_order_capacity,
-            loc.pick_cost_per_unit,
-            loc.safety_stock,
-            loc.active,
-        )
-        for loc in net.locations
-    ]
+    location_rows = [location_row(loc) for loc in net.locations]
     item_rows = [(item.sku, item.name, item.weight_kg) for item in net.items]
 
     positions = 0

@@ -6,10 +6,43 @@ import asyncpg
 
 from engine.core.model import Item, Location
 
-_LOCATION_COLS = (
-    "location_id, kind, name, lat, lon, postal_code, timezone, ships, pickup, curbside, "
-    "daily_order_capacity, pick_cost_per_unit, safety_stock, active"
+LOCATION_COLUMNS = (
+    "location_id",
+    "kind",
+    "name",
+    "lat",
+    "lon",
+    "postal_code",
+    "timezone",
+    "ships",
+    "pickup",
+    "curbside",
+    "daily_order_capacity",
+    "pick_cost_per_unit",
+    "safety_stock",
+    "active",
 )
+_LOCATION_COLS = ", ".join(LOCATION_COLUMNS)
+
+
+def location_row(loc: Location) -> tuple:
+    """The values of `loc` in LOCATION_COLUMNS order."""
+    return (
+        loc.location_id,
+        loc.kind.value,
+        loc.name,
+        loc.lat,
+        loc.lon,
+        loc.postal_code,
+        loc.timezone,
+        loc.ships,
+        loc.pickup,
+        loc.curbside,
+        loc.daily_order_capacity,
+        loc.pick_cost_per_unit,
+        loc.safety_stock,
+        loc.active,
+    )
 
 
 def _location(row: asyncpg.Record) -> Location:
@@ -29,20 +62,7 @@ async def upsert_location(conn: asyncpg.Connection, loc: Location) -> tuple[Loca
                 pick_cost_per_unit = EXCLUDED.pick_cost_per_unit,
                 safety_stock = EXCLUDED.safety_stock, active = EXCLUDED.active, updated_at = now()
             RETURNING {_LOCATION_COLS}, (xmax = 0) AS created""",
-        loc.location_id,
-        loc.kind.value,
-        loc.name,
-        loc.lat,
-        loc.lon,
-        loc.postal_code,
-        loc.timezone,
-        loc.ships,
-        loc.pickup,
-        loc.curbside,
-        loc.daily_order_capacity,
-        loc.pick_cost_per_unit,
-        loc.safety_stock,
-        loc.active,
+        *location_row(loc),
     )
     created = row["created"]
     return Location(**{k: v for k, v in row.items() if k != "created"}), created

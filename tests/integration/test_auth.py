@@ -14,9 +14,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import ADMIN_KEY
-from tests.helpers import ADMIN, build_network, make_key, receive
+from tests.helpers import ADMIN, assert_problem, build_network, make_key, receive, row_counts
 
-WRITE_TABLES = ("stock_movements", "stock_positions", "items", "locations", "api_keys", "idempotency_keys", "events")
 LOCATION = {"kind": "store", "name": "Queens", "lat": 40.72, "lon": -73.79}
 ITEM = {"name": "Widget", "weight_kg": 1.5}
 
@@ -25,24 +24,7 @@ def movement(location_id: str, sku: str = "SKU-A", kind: str = "receipt", quanti
     return {"sku": sku, "location_id": location_id, "kind": kind, "quantity": quantity}
 
 
-async def row_counts(db: asyncpg.Pool) -> dict[str, int]:
-    async with db.acquire() as conn:
-        return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in WRITE_TABLES}
-
-
-def assert_problem(r: Any, status: int) -> dict[str, Any]:
-    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers["content-type"]
-    body = r.json()
-    for key in ("type", "title", "status", "detail"):
-        assert key in body, f"problem without {key!r}: {body}"
-    assert body["status"] == status, body
-    assert isinstance(body["detail"], str) and body["detail"], body
-    return body
-
-
-async def send(client: AsyncTestClient, method: str, path: str, authorization: str | None,
-               **request: Any) -> Any:
+async def send(client: AsyncTestClient, method: str, path: str, authorization: str | None, **request: Any) -> Any:
     """Send with exactly this Authorization header (None: no header at all)."""
     req = client.build_request(method, path, **request)
     if "authorization" in req.headers:
@@ -70,22 +52,43 @@ OPERATIONS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "read-location": ("GET", "/v1/locations/STORE-NYC", {}, 200),
     "read-item": ("GET", "/v1/items/SKU-A", {}, 200),
     "create-location": ("PUT", "/v1/locations/STORE-QNS", {"json": LOCATION}, 201),
-    "update-own-location": ("PUT", "/v1/locations/STORE-NYC",
-                            {"json": {**LOCATION, "name": "Renamed", "pickup": True}}, 200),
+    "update-own-location": (
+        "PUT",
+        "/v1/locations/STORE-NYC",
+        {"json": {**LOCATION, "name": "Renamed", "pickup": True}},
+        200,
+    ),
     "create-item": ("PUT", "/v1/items/SKU-Z", {"json": ITEM}, 201),
     "update-item": ("PUT", "/v1/items/SKU-A", {"json": ITEM}, 200),
     "bulk-items": ("POST", "/v1/items/bulk", {"json": {"items": [{"sku": "SKU-Y", **ITEM}]}}, 200),
-    "movements-at-STORE-NYC": ("POST", "/v1/stock/movements",
-                               {"json": {"movements": [movement("STORE-NYC")]}, "headers": {"Idempotency-Key": "m1"}},
-                               201),
-    "sale-at-STORE-NYC": ("POST", "/v1/stock/movements",
-                          {"json": {"movements": [movement("STORE-NYC", kind="sale", quantity=1)]}}, 201),
+    "movements-at-STORE-NYC": (
+        "POST",
+        "/v1/stock/movements",
+        {"json": {"movements": [movement("STORE-NYC")]}, "headers": {"Idempotency-Key": "m1"}},
+        201,
+    ),
+    "sale-at-STORE-NYC": (
+        "POST",
+        "/v1/stock/movements",
+        {"json": {"movements": [movement("STORE-NYC", kind="sale", quantity=1)]}},
+        201,
+    ),
     "movements-at-STORE-EWR": ("POST", "/v1/stock/movements", {"json": {"movements": [movement("STORE-EWR")]}}, 201),
-    "movements-at-both-stores": ("POST", "/v1/stock/movements",
-                                 {"json": {"movements": [movement("STORE-NYC"), movement("STORE-EWR", "SKU-B")]},
-                                  "headers": {"Idempotency-Key": "m2"}}, 201),
-    "create-checkout-key": ("POST", "/v1/api-keys", {"json": {"role": "checkout"}, "headers": {"Idempotency-Key": "k"}},
-                            201),
+    "movements-at-both-stores": (
+        "POST",
+        "/v1/stock/movements",
+        {
+            "json": {"movements": [movement("STORE-NYC"), movement("STORE-EWR", "SKU-B")]},
+            "headers": {"Idempotency-Key": "m2"},
+        },
+        201,
+    ),
+    "create-checkout-key": (
+        "POST",
+        "/v1/api-keys",
+        {"json": {"role": "checkout"}, "headers": {"Idempotency-Key": "k"}},
+        201,
+    ),
     "create-pos-key": ("POST", "/v1/api-keys", {"json": {"role": "pos", "location_id": "STORE-NYC"}}, 201),
     "create-admin-key": ("POST", "/v1/api-keys", {"json": {"role": "admin"}}, 201),
 }
@@ -96,8 +99,11 @@ ALLOWED = {
     "planner": READS,
     "pos": READS | {"movements-at-STORE-NYC", "sale-at-STORE-NYC"},  # a pos key of STORE-NYC
 }
-MATRIX = [pytest.param(role, op, op in ALLOWED[role], id=f"{role}-{'may' if op in ALLOWED[role] else 'may-not'}-{op}")
-          for role in ALLOWED for op in OPERATIONS]
+MATRIX = [
+    pytest.param(role, op, op in ALLOWED[role], id=f"{role}-{'may' if op in ALLOWED[role] else 'may-not'}-{op}")
+    for role in ALLOWED
+    for op in OPERATIONS
+]
 
 
 async def role_key(client: AsyncTestClient, role: str) -> dict[str, str]:
@@ -124,8 +130,9 @@ async def test_each_role_may_do_exactly_what_it_is_allowed_and_a_refusal_is_a_40
 async def test_a_pos_key_cannot_book_at_another_store_and_the_refusal_names_it(network, db):
     pos = await make_key(network, "pos", "STORE-NYC")
     before = await row_counts(db)
-    r = await network.post("/v1/stock/movements", headers=pos,
-                           json={"movements": [movement("STORE-EWR", kind="sale", quantity=1)]})
+    r = await network.post(
+        "/v1/stock/movements", headers=pos, json={"movements": [movement("STORE-EWR", kind="sale", quantity=1)]}
+    )
     body = assert_problem(r, 403)
     assert "STORE-EWR" in body["detail"], body
     assert await row_counts(db) == before
@@ -134,8 +141,17 @@ async def test_a_pos_key_cannot_book_at_another_store_and_the_refusal_names_it(n
 async def test_a_pos_request_mixing_its_own_and_another_store_is_refused_whole(network, db):
     pos = await make_key(network, "pos", "STORE-NYC")
     before = await row_counts(db)
-    r = await network.post("/v1/stock/movements", headers={**pos, "Idempotency-Key": "mix"}, json={"movements": [
-        movement("STORE-NYC", quantity=3), movement("STORE-NYC", "SKU-B"), movement("DC-NJ", quantity=1)]})
+    r = await network.post(
+        "/v1/stock/movements",
+        headers={**pos, "Idempotency-Key": "mix"},
+        json={
+            "movements": [
+                movement("STORE-NYC", quantity=3),
+                movement("STORE-NYC", "SKU-B"),
+                movement("DC-NJ", quantity=1),
+            ]
+        },
+    )
     body = assert_problem(r, 403)
     assert "DC-NJ" in body["detail"], body
     assert await row_counts(db) == before
@@ -145,8 +161,16 @@ async def test_a_pos_request_mixing_its_own_and_another_store_is_refused_whole(n
 
 async def test_a_pos_key_books_sales_and_counts_at_its_own_store(network, db):
     pos = await make_key(network, "pos", "STORE-NYC")
-    r = await network.post("/v1/stock/movements", headers=pos, json={"movements": [
-        movement("STORE-NYC", kind="sale", quantity=2), movement("STORE-NYC", "SKU-B", kind="count", quantity=7)]})
+    r = await network.post(
+        "/v1/stock/movements",
+        headers=pos,
+        json={
+            "movements": [
+                movement("STORE-NYC", kind="sale", quantity=2),
+                movement("STORE-NYC", "SKU-B", kind="count", quantity=7),
+            ]
+        },
+    )
     assert r.status_code == 201, r.text
     on_hand = {p["sku"]: p["on_hand"] for p in r.json()["positions"]}
     assert on_hand == {"SKU-A": 3, "SKU-B": 7}
@@ -175,8 +199,7 @@ PROTECTED = [pytest.param(*OPERATIONS[op][:3], id=op) for op in OPERATIONS]
 
 
 @pytest.mark.parametrize(("method", "path", "request_"), PROTECTED)
-async def test_no_authorization_header_is_a_401_problem_asking_for_a_bearer_token(network, db, method, path,
-                                                                                  request_):
+async def test_no_authorization_header_is_a_401_problem_asking_for_a_bearer_token(network, db, method, path, request_):
     before = await row_counts(db)
     r = await send(network, method, path, None, **request_)
     assert_problem(r, 401)
@@ -184,23 +207,30 @@ async def test_no_authorization_header_is_a_401_problem_asking_for_a_bearer_toke
     assert await row_counts(db) == before
 
 
-@pytest.mark.parametrize("authorization", [
-    pytest.param("Bearer omr_not-a-real-key", id="garbage-key"),
-    pytest.param("Bearer " + ADMIN_KEY + "x", id="admin-key-plus-a-char"),
-    pytest.param("Bearer " + ADMIN_KEY[:-1], id="admin-key-minus-a-char"),
-    pytest.param("Bearer ", id="bearer-without-key"),
-    pytest.param("Bearer", id="bare-scheme"),
-    pytest.param("", id="empty-header"),
-    pytest.param(ADMIN_KEY, id="key-without-scheme"),
-    pytest.param("Basic " + ADMIN_KEY, id="basic-scheme"),
-    pytest.param("Token " + ADMIN_KEY, id="token-scheme"),
-])
-@pytest.mark.parametrize(("method", "path", "request_"), [
-    pytest.param(*OPERATIONS["read-stock"][:3], id="read"),
-    pytest.param(*OPERATIONS["movements-at-STORE-NYC"][:3], id="write"),
-])
-async def test_an_unknown_or_malformed_key_is_a_401_problem_and_writes_nothing(network, db, method, path, request_,
-                                                                               authorization):
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param("Bearer omr_not-a-real-key", id="garbage-key"),
+        pytest.param("Bearer " + ADMIN_KEY + "x", id="admin-key-plus-a-char"),
+        pytest.param("Bearer " + ADMIN_KEY[:-1], id="admin-key-minus-a-char"),
+        pytest.param("Bearer ", id="bearer-without-key"),
+        pytest.param("Bearer", id="bare-scheme"),
+        pytest.param("", id="empty-header"),
+        pytest.param(ADMIN_KEY, id="key-without-scheme"),
+        pytest.param("Basic " + ADMIN_KEY, id="basic-scheme"),
+        pytest.param("Token " + ADMIN_KEY, id="token-scheme"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path", "request_"),
+    [
+        pytest.param(*OPERATIONS["read-stock"][:3], id="read"),
+        pytest.param(*OPERATIONS["movements-at-STORE-NYC"][:3], id="write"),
+    ],
+)
+async def test_an_unknown_or_malformed_key_is_a_401_problem_and_writes_nothing(
+    network, db, method, path, request_, authorization
+):
     before = await row_counts(db)
     r = await send(network, method, path, authorization, **request_)
     assert_problem(r, 401)
@@ -208,17 +238,27 @@ async def test_an_unknown_or_malformed_key_is_a_401_problem_and_writes_nothing(n
     assert await row_counts(db) == before
 
 
-@pytest.mark.parametrize(("method", "path", "request_"), [
-    pytest.param("POST", "/v1/stock/movements", {"content": b'{"movements": [', "headers": {"content-type":
-                                                                                           "application/json"}},
-                 id="malformed-json"),
-    pytest.param("POST", "/v1/stock/movements", {"json": {"movements": [{"sku": "SKU-A"}]}}, id="invalid-body"),
-    pytest.param("POST", "/v1/stock/movements", {"json": {"movements": [movement("STORE-NYC", quantity=0)]}},
-                 id="invalid-quantity"),
-    pytest.param("GET", "/v1/availability", {"params": {"lat": 40.7, "lon": -74.0}}, id="missing-query-parameter"),
-    pytest.param("GET", "/v1/locations/bad id!", {}, id="invalid-path-id"),
-    pytest.param("POST", "/v1/api-keys", {"json": {"role": "root"}}, id="invalid-role"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "request_"),
+    [
+        pytest.param(
+            "POST",
+            "/v1/stock/movements",
+            {"content": b'{"movements": [', "headers": {"content-type": "application/json"}},
+            id="malformed-json",
+        ),
+        pytest.param("POST", "/v1/stock/movements", {"json": {"movements": [{"sku": "SKU-A"}]}}, id="invalid-body"),
+        pytest.param(
+            "POST",
+            "/v1/stock/movements",
+            {"json": {"movements": [movement("STORE-NYC", quantity=0)]}},
+            id="invalid-quantity",
+        ),
+        pytest.param("GET", "/v1/availability", {"params": {"lat": 40.7, "lon": -74.0}}, id="missing-query-parameter"),
+        pytest.param("GET", "/v1/locations/bad id!", {}, id="invalid-path-id"),
+        pytest.param("POST", "/v1/api-keys", {"json": {"role": "root"}}, id="invalid-role"),
+    ],
+)
 async def test_without_a_key_the_answer_is_401_before_the_request_is_validated(network, db, method, path, request_):
     """An anonymous caller learns nothing about the request format: 401 comes first."""
     r = await send(network, method, path, None, **request_)
@@ -248,6 +288,7 @@ async def test_the_openapi_document_declares_bearer_authentication(network):
 
 # --- keys -----------------------------------------------------------------------------------
 
+
 async def test_the_bootstrap_admin_key_is_an_admin_and_is_not_stored(network, db):
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM api_keys") == 0
@@ -265,8 +306,12 @@ async def test_the_bootstrap_admin_key_is_an_admin_and_is_not_stored(network, db
 
 async def test_created_keys_work_at_once_and_are_stored_only_hashed(network, db):
     issued = []
-    for body in ({"role": "admin"}, {"role": "checkout", "name": "web shop"}, {"role": "planner"},
-                 {"role": "pos", "location_id": "STORE-NYC"}):
+    for body in (
+        {"role": "admin"},
+        {"role": "checkout", "name": "web shop"},
+        {"role": "planner"},
+        {"role": "pos", "location_id": "STORE-NYC"},
+    ):
         r = await network.post("/v1/api-keys", json=body, headers=ADMIN)
         assert r.status_code == 201, r.text
         answer = r.json()
