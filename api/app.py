@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.deps import provide_caller, provide_pool
+from api.deps import ApiKeyAuthentication, provide_pool
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import request_middleware
 from api.routes.availability import AvailabilityController
@@ -22,6 +23,7 @@ from api.routes.reservations import ReservationController
 from api.routes.stock import StockController
 from api.scheduler import start_scheduler
 from engine.config import Settings
+from engine.services.group_commit import ReservationGroups
 from engine.services.keys import KeyRing
 from engine.store.db import create_pool
 
@@ -36,6 +38,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         pool = await create_pool(database_url, min_size=settings.pool_min, max_size=settings.pool_max)
         app.state.pool = pool
         app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
+        app.state.reservation_groups = ReservationGroups(pool)
         scheduler = start_scheduler(pool, settings) if settings.scheduler else None
         try:
             yield
@@ -51,14 +54,12 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             ItemController,
             StockController,
             AvailabilityController,
-            ApiKeyController, ReservationController,
+            ApiKeyController,
+            ReservationController,
         ],
-        dependencies={
-            "pool": Provide(provide_pool),
-            "caller": Provide(provide_caller),
-        },
+        dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_middleware],
+        middleware=[request_middleware, DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"])],
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # api.observability configures JSON logs

@@ -16,14 +16,22 @@ def start_scheduler(pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(
-        jobs.run_exclusively, "interval", seconds=settings.expiry_sweep_seconds,
-        args=[pool, "expire-reservations", sweep_expired], id="expire-reservations",
-        next_run_time=datetime.now(UTC), **common,
+        jobs.run_exclusively,
+        "interval",
+        seconds=settings.expiry_sweep_seconds,
+        args=[pool, "expire-reservations", sweep_expired],
+        id="expire-reservations",
+        next_run_time=datetime.now(UTC),
+        **common,
     )
     scheduler.add_job(
-        jobs.run_exclusively, "interval", hours=1,
+        jobs.run_exclusively,
+        "interval",
+        hours=1,
         args=[pool, "purge-idempotency", jobs.purge_idempotency(settings.idempotency_hours)],
-        id="purge-idempotency", next_run_time=datetime.now(UTC), **common,
+        id="purge-idempotency",
+        next_run_time=datetime.now(UTC),
+        **common,
     )
     scheduler.start()
     return scheduler

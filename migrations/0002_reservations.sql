@@ -81,15 +81,19 @@ END $$;
 -- UPDATE that succeeds only while `available` covers it, taken in (sku, location_id)
 -- order so that two carts never deadlock. If any line falls short, raises SQLSTATE OM001
 -- with the shortages as JSON in DETAIL, which undoes every line already taken.
+-- Expiry is judged by the database clock: returns (created_at, expires_at).
 CREATE FUNCTION omniroute_reserve(
-    p_id uuid, p_owner text, p_reference text, p_expires_at timestamptz,
-    p_skus text[], p_locations text[], p_quantities integer[]
-) RETURNS void LANGUAGE plpgsql AS $$
+    p_id uuid, p_owner text, p_reference text, p_ttl_seconds integer,
+    p_skus text[], p_locations text[], p_quantities integer[],
+    OUT created_at timestamptz, OUT expires_at timestamptz
+) LANGUAGE plpgsql AS $$
 DECLARE
     line record;
     shortages jsonb := '[]';
     avail integer;
 BEGIN
+    created_at := now();
+    expires_at := created_at + make_interval(secs => p_ttl_seconds);
     IF EXISTS (
         SELECT 1 FROM reservation_lines rl
         WHERE rl.state = 'active' AND rl.expires_at <= now()
@@ -126,11 +130,47 @@ BEGIN
     END IF;
 
     INSERT INTO reservations (reservation_id, owner, reference, status, expires_at)
-    VALUES (p_id, p_owner, p_reference, 'active', p_expires_at);
+    VALUES (p_id, p_owner, p_reference, 'active', expires_at);
     INSERT INTO reservation_lines (sku, location_id, reservation_id, quantity, expires_at)
-    SELECT sku, location_id, p_id, quantity, p_expires_at
+    SELECT t.sku, t.location_id, p_id, t.quantity, omniroute_reserve.expires_at
     FROM unnest(p_skus, p_locations, p_quantities) AS t(sku, location_id, quantity);
     INSERT INTO stock_movements (sku, location_id, kind, delta_reserved, reference, actor)
     SELECT sku, location_id, 'reserve', quantity, p_id::text, p_owner
     FROM unnest(p_skus, p_locations, p_quantities) AS t(sku, location_id, quantity);
+END $$;
+
+-- Group commit: many reservations in one statement and one commit. Each keeps its own
+-- all-or-nothing outcome in a subtransaction: a shortage undoes only that reservation.
+-- Lines are concatenated; p_line_counts[i] says how many belong to reservation i.
+-- Returns one row per reservation: times when held, the shortages when not.
+CREATE FUNCTION omniroute_reserve_batch(
+    p_ids uuid[], p_owners text[], p_references text[], p_ttls integer[], p_line_counts integer[],
+    p_skus text[], p_locations text[], p_quantities integer[]
+) RETURNS TABLE (idx integer, created_at timestamptz, expires_at timestamptz, shortages jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    first integer := 1;
+    last integer;
+    held record;
+    detail text;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        idx := i;
+        last := first + p_line_counts[i] - 1;
+        BEGIN
+            SELECT * INTO held FROM omniroute_reserve(
+                p_ids[i], p_owners[i], p_references[i], p_ttls[i],
+                p_skus[first:last], p_locations[first:last], p_quantities[first:last]);
+            created_at := held.created_at;
+            expires_at := held.expires_at;
+            shortages := NULL;
+        EXCEPTION WHEN SQLSTATE 'OM001' THEN
+            GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+            created_at := NULL;
+            expires_at := NULL;
+            shortages := detail::jsonb;
+        END;
+        RETURN NEXT;
+        first := last + 1;
+    END LOOP;
 END $$;

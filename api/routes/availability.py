@@ -4,23 +4,23 @@ from typing import Annotated
 
 import asyncpg
 import msgspec
-from litestar import Request, get, post
+from litestar import Controller, get, post
 from litestar.params import QueryParameter, RequestBody
 
-from api.deps import AuthenticatedController, CallerDep, PoolDep, strict
+from api.deps import AuthRequest, PoolDep, strict
 from api.schemas import MAX_AVAILABILITY_SKUS, AvailabilityIn
 from engine.services.availability import AvailabilityResult, availability
 
 
-class AvailabilityController(AuthenticatedController):
+class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
 
     @get("/", operation_id="getAvailability")
     async def read(
         self,
+        request: AuthRequest,
         pool: PoolDep,
-        caller: CallerDep,
         sku: Annotated[
             list[str], QueryParameter(min_items=1, max_items=MAX_AVAILABILITY_SKUS, description="repeat for each SKU")
         ],
@@ -36,9 +36,7 @@ class AvailabilityController(AuthenticatedController):
         return await _answer(pool, body)
 
     @post("/", operation_id="postAvailability", status_code=200)
-    async def query(
-        self, request: Request, pool: PoolDep, caller: CallerDep, data: RequestBody[AvailabilityIn]
-    ) -> AvailabilityResult:
+    async def query(self, request: AuthRequest, pool: PoolDep, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
         data = await strict(request, data)
         return await _answer(pool, data)
 

@@ -1,31 +1,30 @@
 from __future__ import annotations
 
 import asyncpg
-from litestar import Request, Response, post
+from litestar import Controller, Response, post
 from litestar.params import RequestBody
 
-from api.deps import AuthenticatedController, CallerDep, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
 from api.schemas import ApiKeyIn
 from engine.services import idempotency, keys
 
 
-class ApiKeyController(AuthenticatedController):
+class ApiKeyController(Controller):
     path = "/v1/api-keys"
     tags = ["api-keys"]
 
     @post("/", operation_id="createApiKey", status_code=201)
     async def create(
         self,
-        request: Request,
+        request: AuthRequest,
         pool: PoolDep,
-        caller: CallerDep,
         data: RequestBody[ApiKeyIn],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[keys.IssuedKey]:
         data = await strict(request, data)
 
         async def work(conn: asyncpg.Connection) -> tuple[int, keys.IssuedKey]:
-            return 201, await keys.issue(conn, caller, data.role, data.location_id, data.name)
+            return 201, await keys.issue(conn, request.user, data.role, data.location_id, data.name)
 
-        status, body = await idempotency.run(pool, caller, idempotency_key, "api-keys.create", data, work)
+        status, body = await idempotency.run(pool, request.user, idempotency_key, "api-keys.create", data, work)
         return Response(body, status_code=status, media_type="application/json")

@@ -16,6 +16,7 @@ class OpsController(Controller):
     """Unauthenticated probes for load balancers and Prometheus."""
 
     include_in_schema = False
+    opt = {"exclude_from_auth": True}
 
     @get("/healthz", operation_id="healthz")
     async def healthz(self) -> dict[str, str]:

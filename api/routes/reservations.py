@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import PathParameter, RequestBody
 
-from api.deps import AuthenticatedController, CallerDep, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
 from api.schemas import ExtendIn, ReservationIn
 from engine.core.reservations import Line
 from engine.services import reservations
@@ -19,40 +19,55 @@ def _json(status: int, body: bytes) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
-class ReservationController(AuthenticatedController):
+class ReservationController(Controller):
     path = "/v1/reservations"
     tags = ["reservations"]
 
     @post("/", operation_id="createReservation", status_code=201)
     async def create(
-        self, request: Request, pool: PoolDep, caller: CallerDep, data: RequestBody[ReservationIn],
+        self,
+        request: AuthRequest,
+        pool: PoolDep,
+        data: RequestBody[ReservationIn],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[ReservationOut]:
         data = await strict(request, data)
         lines = [Line(sku=x.sku, location_id=x.location_id, quantity=x.quantity) for x in data.lines]
-        return _json(*await reservations.create(
-            pool, caller, lines, ttl_seconds=data.ttl_seconds, reference=data.reference, idem_key=idempotency_key))
+        return _json(
+            *await reservations.create(
+                pool,
+                request.user,
+                lines,
+                ttl_seconds=data.ttl_seconds,
+                reference=data.reference,
+                idem_key=idempotency_key,
+            )
+        )
 
     @get("/{reservation_id:uuid}", operation_id="getReservation")
-    async def read(self, pool: PoolDep, caller: CallerDep, reservation_id: ReservationId) -> ReservationOut:
-        return await reservations.get(pool, caller, reservation_id)
+    async def read(self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId) -> ReservationOut:
+        return await reservations.get(pool, request.user, reservation_id)
 
     @post("/{reservation_id:uuid}/commit", operation_id="commitReservation", status_code=200)
     async def commit(
-        self, pool: PoolDep, caller: CallerDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
+        self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
     ) -> Response[ReservationOut]:
-        return _json(*await reservations.commit(pool, caller, reservation_id, idempotency_key))
+        return _json(*await reservations.commit(pool, request.user, reservation_id, idempotency_key))
 
     @post("/{reservation_id:uuid}/release", operation_id="releaseReservation", status_code=200)
     async def release(
-        self, pool: PoolDep, caller: CallerDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
+        self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
     ) -> Response[ReservationOut]:
-        return _json(*await reservations.release(pool, caller, reservation_id, idempotency_key))
+        return _json(*await reservations.release(pool, request.user, reservation_id, idempotency_key))
 
     @post("/{reservation_id:uuid}/extend", operation_id="extendReservation", status_code=200)
     async def extend(
-        self, request: Request, pool: PoolDep, caller: CallerDep, reservation_id: ReservationId,
-        data: RequestBody[ExtendIn], idempotency_key: IdempotencyKey = None,
+        self,
+        request: AuthRequest,
+        pool: PoolDep,
+        reservation_id: ReservationId,
+        data: RequestBody[ExtendIn],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[ReservationOut]:
         data = await strict(request, data)
-        return _json(*await reservations.extend(pool, caller, reservation_id, data.ttl_seconds, idempotency_key))
+        return _json(*await reservations.extend(pool, request.user, reservation_id, data.ttl_seconds, idempotency_key))

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Request, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import QueryParameter, RequestBody
 
-from api.deps import AuthenticatedController, CallerDep, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
 from api.schemas import ID_PATTERN, MovementsIn
 from engine.core.model import MovementKind, Position
 from engine.core.stock import MovementLine
@@ -15,16 +15,15 @@ from engine.services.stock import MovementResult
 IdQuery = Annotated[str | None, QueryParameter(pattern=ID_PATTERN)]
 
 
-class StockController(AuthenticatedController):
+class StockController(Controller):
     path = "/v1/stock"
     tags = ["stock"]
 
     @post("/movements", operation_id="recordMovements", status_code=201)
     async def movements(
         self,
-        request: Request,
+        request: AuthRequest,
         pool: PoolDep,
-        caller: CallerDep,
         data: RequestBody[MovementsIn],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[MovementResult]:
@@ -34,15 +33,15 @@ class StockController(AuthenticatedController):
             for m in data.movements
         ]
         status, body = await stock.record_movements(
-            pool, caller, lines, reference=data.reference, idem_key=idempotency_key
+            pool, request.user, lines, reference=data.reference, idem_key=idempotency_key
         )
         return Response(body, status_code=status, media_type="application/json")
 
     @get("/", operation_id="listStock")
     async def positions(
         self,
+        request: AuthRequest,
         pool: PoolDep,
-        caller: CallerDep,
         sku: IdQuery = None,
         location_id: IdQuery = None,
         after_sku: Annotated[

@@ -59,12 +59,16 @@ def validate_lines(lines: list[Line]) -> list[Line]:
     return sorted(lines, key=lambda line: (line.sku, line.location_id))
 
 
-def expiry(now: datetime, ttl_seconds: int) -> datetime:
+def check_ttl(ttl_seconds: int) -> None:
     if not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise BadInput(
             f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}",
             errors=[{"field": "ttl_seconds", "message": f"1..{MAX_TTL_SECONDS}"}],
         )
+
+
+def expiry(now: datetime, ttl_seconds: int) -> datetime:
+    check_ttl(ttl_seconds)
     return now + timedelta(seconds=ttl_seconds)
 
 
@@ -83,7 +87,8 @@ def require_active(reservation: Reservation, now: datetime, action: str) -> None
     if status is not Status.ACTIVE:
         raise Conflict(
             f"cannot {action} a reservation that is {status.value}",
-            reservation_id=str(reservation.reservation_id), reservation_status=status.value,
+            reservation_id=str(reservation.reservation_id),
+            reservation_status=status.value,
         )
 
 
@@ -94,5 +99,3 @@ def release_is_noop(reservation: Reservation, now: datetime) -> bool:
     if status is Status.COMMITTED:
         raise Conflict("cannot release a committed reservation", reservation_id=str(reservation.reservation_id))
     return status in (Status.RELEASED, Status.EXPIRED) and reservation.status is not Status.ACTIVE
-
-

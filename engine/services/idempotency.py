@@ -24,17 +24,32 @@ def request_hash(operation: str, body: object) -> bytes:
 
 
 async def run(
-    pool: asyncpg.Pool, caller: Caller, idem_key: str | None, operation: str, body: object, work: Work
+    pool: asyncpg.Pool,
+    caller: Caller,
+    idem_key: str | None,
+    operation: str,
+    body: object,
+    work: Work,
+    *,
+    single_statement: bool = False,
 ) -> tuple[int, bytes]:
     """Run `work` in one transaction and return (status, encoded answer).
 
     With a key: a retry with the same body returns the stored answer and changes nothing;
     the same key with another body (or another operation) is IdempotencyMismatch. A failed
     attempt stores nothing, so it can be retried with the same key.
+
+    `single_statement`: `work` issues one statement, which is its own transaction, so
+    without a key no BEGIN/COMMIT round trips are spent (and row locks are held only for
+    that statement and its commit).
     """
     digest = request_hash(operation, body) if idem_key else b""
 
     async def attempt() -> tuple[int, bytes]:
+        if idem_key is None and single_statement:
+            async with pool.acquire() as conn:
+                status, result = await work(conn)
+                return status, _encoder.encode(result)
         async with pool.acquire() as conn, conn.transaction():
             if idem_key is not None and not await store.claim(conn, caller.key_id, idem_key, operation, digest):
                 row = await store.stored(conn, caller.key_id, idem_key)

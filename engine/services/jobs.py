@@ -27,8 +27,14 @@ async def run_exclusively(pool: asyncpg.Pool, name: str, job: Callable[[asyncpg.
             started = time.perf_counter()
             count = await job(pool)
             if count:
-                log.info("%s: %d", name, count, extra={"fields": {
-                    "job": name, "count": count, "ms": round((time.perf_counter() - started) * 1000, 1)}})
+                log.info(
+                    "%s: %d",
+                    name,
+                    count,
+                    extra={
+                        "fields": {"job": name, "count": count, "ms": round((time.perf_counter() - started) * 1000, 1)}
+                    },
+                )
         finally:
             await meta.unlock(conn, LOCKS[name])
     return True
@@ -40,5 +46,3 @@ def purge_idempotency(hours: float) -> Callable[[asyncpg.Pool], Awaitable[int]]:
             return await idem_store.purge(conn, hours)
 
     return job
-
-

@@ -13,9 +13,11 @@ from engine.core.access import require_locations, require_role
 from engine.core.model import Caller, Role
 from engine.core.reservations import Line, Reservation, Status
 from engine.errors import BadInput, Conflict, OutOfStock
-from engine.services import idempotency
+from engine.services import group_commit, idempotency
 from engine.store import reservations as store
 from engine.store.db import with_retry
+
+_encoder = msgspec.json.Encoder()
 
 
 class ReservationOut(msgspec.Struct, kw_only=True):
@@ -29,43 +31,86 @@ class ReservationOut(msgspec.Struct, kw_only=True):
 
 def _out(res: Reservation, now: datetime, status: Status | None = None, expires_at: datetime | None = None):
     return ReservationOut(
-        reservation_id=res.reservation_id, status=status or res.status_at(now),
-        expires_at=expires_at or res.expires_at, reference=res.reference, created_at=res.created_at,
+        reservation_id=res.reservation_id,
+        status=status or res.status_at(now),
+        expires_at=expires_at or res.expires_at,
+        reference=res.reference,
+        created_at=res.created_at,
         lines=res.lines,
     )
 
 
 async def create(
-    pool: asyncpg.Pool, caller: Caller, lines: list[Line], *, ttl_seconds: int, reference: str | None,
+    pool: asyncpg.Pool,
+    caller: Caller,
+    lines: list[Line],
+    *,
+    ttl_seconds: int,
+    reference: str | None,
     idem_key: str | None,
+    groups: group_commit.ReservationGroups | None = None,
 ) -> tuple[int, bytes]:
     """Hold every line or none. Each line takes at most `available` at that instant,
-    whatever the concurrency (one conditional UPDATE per line inside one statement)."""
+    whatever the concurrency (one conditional UPDATE per line inside one statement).
+
+    Without an Idempotency-Key and with `groups`, it joins the process's group commit;
+    with a key, the claim, the hold and the stored answer share one transaction."""
     require_role(caller, Role.CHECKOUT, Role.POS)
     require_locations(caller, (line.location_id for line in lines))
     ordered = rules.validate_lines(lines)
 
+    rules.check_ttl(ttl_seconds)
+    if idem_key is None and groups is not None:
+        item = store.BatchItem(
+            reservation_id=uuid4(), owner=caller.key_id, reference=reference, ttl_seconds=ttl_seconds, lines=ordered
+        )
+        result = await groups.reserve(item)
+        if isinstance(result, store.Shortage):
+            _raise_shortage(result.shortages)
+        created_at, expires_at = result
+        out = ReservationOut(
+            reservation_id=item.reservation_id,
+            status=Status.ACTIVE,
+            expires_at=expires_at,
+            reference=reference,
+            created_at=created_at,
+            lines=ordered,
+        )
+        return 201, _encoder.encode(out)
+
     async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
-        now = await store.now(conn)
-        expires_at = rules.expiry(now, ttl_seconds)
         rid = uuid4()
         try:
-            await store.reserve(conn, reservation_id=rid, owner=caller.key_id, reference=reference,
-                                expires_at=expires_at, lines=ordered)
+            created_at, expires_at = await store.reserve(
+                conn,
+                reservation_id=rid,
+                owner=caller.key_id,
+                reference=reference,
+                ttl_seconds=ttl_seconds,
+                lines=ordered,
+            )
         except store.Shortage as short:
             _raise_shortage(short.shortages)
-        res = Reservation(reservation_id=rid, owner=caller.key_id, reference=reference, status=Status.ACTIVE,
-                          expires_at=expires_at, created_at=now, lines=ordered)
-        return 201, _out(res, now)
+        return 201, ReservationOut(
+            reservation_id=rid,
+            status=Status.ACTIVE,
+            expires_at=expires_at,
+            reference=reference,
+            created_at=created_at,
+            lines=ordered,
+        )
 
     body = {"lines": ordered, "ttl_seconds": ttl_seconds, "reference": reference}
-    return await idempotency.run(pool, caller, idem_key, "reservations.create", body, work)
+    return await idempotency.run(pool, caller, idem_key, "reservations.create", body, work, single_statement=True)
 
 
 def _raise_shortage(shortages: list[dict]) -> None:
     unknown = [{"field": "sku", "message": f"unknown sku {s['sku']}"} for s in shortages if s["unknown_sku"]]
-    unknown += [{"field": "location_id", "message": f"unknown location {s['location_id']}"}
-                for s in shortages if s["unknown_location"]]
+    unknown += [
+        {"field": "location_id", "message": f"unknown location {s['location_id']}"}
+        for s in shortages
+        if s["unknown_location"]
+    ]
     if unknown:
         raise BadInput("unknown sku or location", errors=unknown)
     raise OutOfStock(
@@ -89,12 +134,16 @@ async def commit(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_
         rules.require_active(res, now, "commit")
         moved = await store.finish(conn, reservation_id, status=Status.COMMITTED, actor=caller.key_id)
         if moved != len(res.lines):
-            raise Conflict("the reservation expired while it was being committed",
-                           reservation_id=str(reservation_id), reservation_status="expired")
+            raise Conflict(
+                "the reservation expired while it was being committed",
+                reservation_id=str(reservation_id),
+                reservation_status="expired",
+            )
         return 200, _out(res, now, status=Status.COMMITTED)
 
-    return await idempotency.run(pool, caller, idem_key, "reservations.commit",
-                                 {"reservation_id": str(reservation_id)}, work)
+    return await idempotency.run(
+        pool, caller, idem_key, "reservations.commit", {"reservation_id": str(reservation_id)}, work
+    )
 
 
 async def release(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_key: str | None) -> tuple[int, bytes]:
@@ -109,8 +158,9 @@ async def release(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem
         await store.finish(conn, reservation_id, status=final, actor=caller.key_id)
         return 200, _out(res, now, status=final)
 
-    return await idempotency.run(pool, caller, idem_key, "reservations.release",
-                                 {"reservation_id": str(reservation_id)}, work)
+    return await idempotency.run(
+        pool, caller, idem_key, "reservations.release", {"reservation_id": str(reservation_id)}, work
+    )
 
 
 async def extend(
@@ -124,18 +174,28 @@ async def extend(
         rules.require_active(res, now, "extend")
         expires_at = rules.expiry(now, ttl_seconds)
         if await store.extend(conn, reservation_id, expires_at) != len(res.lines):
-            raise Conflict("the reservation expired while it was being extended",
-                           reservation_id=str(reservation_id), reservation_status="expired")
+            raise Conflict(
+                "the reservation expired while it was being extended",
+                reservation_id=str(reservation_id),
+                reservation_status="expired",
+            )
         return 200, _out(res, now, expires_at=expires_at)
 
-    return await idempotency.run(pool, caller, idem_key, "reservations.extend",
-                                 {"reservation_id": str(reservation_id), "ttl_seconds": ttl_seconds}, work)
+    return await idempotency.run(
+        pool,
+        caller,
+        idem_key,
+        "reservations.extend",
+        {"reservation_id": str(reservation_id), "ttl_seconds": ttl_seconds},
+        work,
+    )
 
 
 async def sweep_expired(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
     """Release expired holds in batches of `batch` lines, each batch its own transaction."""
     total = 0
     while True:
+
         async def one() -> int:
             async with pool.acquire() as conn, conn.transaction():
                 return await store.release_expired(conn, batch)

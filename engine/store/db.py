@@ -20,9 +20,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN,
+    RESET ALL), which costs a round trip per request. Nothing here leaves session state:
+    no SET, LISTEN or open cursors, and the one session advisory lock (scheduled jobs) is
+    unlocked explicitly. asyncpg still ends any open transaction before reuse."""
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        reset=_keep_session,
     )
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+import msgspec
 
 from engine.core.reservations import Line, Reservation, Status
 
@@ -20,20 +21,32 @@ class Shortage(Exception):
 
 
 async def reserve(
-    conn: asyncpg.Connection, *, reservation_id: UUID, owner: str, reference: str | None,
-    expires_at: datetime, lines: list[Line],
-) -> None:
-    """One statement: all lines held, or Shortage (and nothing held)."""
+    conn: asyncpg.Connection,
+    *,
+    reservation_id: UUID,
+    owner: str,
+    reference: str | None,
+    ttl_seconds: int,
+    lines: list[Line],
+) -> tuple[datetime, datetime]:
+    """One statement: all lines held, or Shortage (and nothing held). Returns
+    (created_at, expires_at) by the database clock."""
     try:
-        await conn.execute(
-            "SELECT omniroute_reserve($1, $2, $3, $4, $5::text[], $6::text[], $7::int[])",
-            reservation_id, owner, reference, expires_at,
-            [line.sku for line in lines], [line.location_id for line in lines], [line.quantity for line in lines],
+        row = await conn.fetchrow(
+            "SELECT created_at, expires_at FROM omniroute_reserve($1, $2, $3, $4, $5::text[], $6::text[], $7::int[])",
+            reservation_id,
+            owner,
+            reference,
+            ttl_seconds,
+            [line.sku for line in lines],
+            [line.location_id for line in lines],
+            [line.quantity for line in lines],
         )
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == OUT_OF_STOCK:
             raise Shortage(json.loads(exc.detail)) from exc
         raise
+    return row["created_at"], row["expires_at"]
 
 
 async def get(conn: asyncpg.Connection, reservation_id: UUID, *, lock: bool = False) -> Reservation | None:
@@ -45,13 +58,16 @@ async def get(conn: asyncpg.Connection, reservation_id: UUID, *, lock: bool = Fa
     if header is None:
         return None
     lines = await conn.fetch(
-        "SELECT sku, location_id, quantity FROM reservation_lines WHERE reservation_id = $1 "
-        "ORDER BY sku, location_id",
+        "SELECT sku, location_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku, location_id",
         reservation_id,
     )
     return Reservation(
-        reservation_id=header["reservation_id"], owner=header["owner"], reference=header["reference"],
-        status=Status(header["status"]), expires_at=header["expires_at"], created_at=header["created_at"],
+        reservation_id=header["reservation_id"],
+        owner=header["owner"],
+        reference=header["reference"],
+        status=Status(header["status"]),
+        expires_at=header["expires_at"],
+        created_at=header["created_at"],
         lines=[Line(sku=r["sku"], location_id=r["location_id"], quantity=r["quantity"]) for r in lines],
     )
 
@@ -90,7 +106,10 @@ async def finish(conn: asyncpg.Connection, reservation_id: UUID, *, status: Stat
                FROM lines)
            UPDATE reservations SET status = $3, updated_at = now() WHERE reservation_id = $1
            RETURNING (SELECT count(*) FROM lines)""",
-        reservation_id, commit, status.value, actor,
+        reservation_id,
+        commit,
+        status.value,
+        actor,
     )
 
 
@@ -101,7 +120,8 @@ async def extend(conn: asyncpg.Connection, reservation_id: UUID, expires_at: dat
                      RETURNING 1)
            UPDATE reservations SET expires_at = $2, updated_at = now() WHERE reservation_id = $1
            RETURNING (SELECT count(*) FROM l)""",
-        reservation_id, expires_at,
+        reservation_id,
+        expires_at,
     )
 
 
@@ -113,3 +133,33 @@ async def release_expired(conn: asyncpg.Connection, limit: int) -> int:
 async def now(conn: asyncpg.Connection) -> datetime:
     """The database clock: expiry is judged by it everywhere, never by a host clock."""
     return await conn.fetchval("SELECT now()")
+
+
+class BatchItem(msgspec.Struct, frozen=True, kw_only=True):
+    reservation_id: UUID
+    owner: str
+    reference: str | None
+    ttl_seconds: int
+    lines: list[Line]
+
+
+async def reserve_batch(conn: asyncpg.Connection, items: list[BatchItem]) -> list[tuple[datetime, datetime] | Shortage]:
+    """Many reservations, one statement and one commit; each all-or-nothing on its own.
+    Returns, in order, (created_at, expires_at) for a held one or its Shortage."""
+    lines = [line for item in items for line in item.lines]
+    rows = await conn.fetch(
+        """SELECT idx, created_at, expires_at, shortages FROM omniroute_reserve_batch(
+               $1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::text[], $7::text[], $8::int[])
+           ORDER BY idx""",
+        [i.reservation_id for i in items],
+        [i.owner for i in items],
+        [i.reference for i in items],
+        [i.ttl_seconds for i in items],
+        [len(i.lines) for i in items],
+        [line.sku for line in lines],
+        [line.location_id for line in lines],
+        [line.quantity for line in lines],
+    )
+    return [
+        Shortage(r["shortages"]) if r["shortages"] is not None else (r["created_at"], r["expires_at"]) for r in rows
+    ]

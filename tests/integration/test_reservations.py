@@ -320,3 +320,44 @@ async def test_the_scheduler_releases_expired_holds_within_seconds(database_url,
             await asyncio.sleep(0.1)
     assert (await _position(db, "SKU-A", "DC-NJ"))["reserved"] == 0
     assert (await check_ledger(db))[1] == 0
+
+
+async def test_group_commit_keeps_each_reservation_all_or_nothing(client, db):
+    """Many holds in one statement: a short one is undone alone, the others stay."""
+    from uuid import uuid4
+
+    from engine.services.group_commit import ReservationGroups
+    from engine.store import reservations as store
+
+    await build_network(client)
+    await receive(client, "SKU-A", "DC-NJ", 10)
+    await receive(client, "SKU-B", "DC-NJ", 10)
+
+    class CountingGroups(ReservationGroups):
+        sizes: list[int] = []
+
+        async def _send(self, items):
+            self.sizes.append(len(items))
+            return await super()._send(items)
+
+    groups = CountingGroups(db, max_in_flight=1)
+
+    def item(*lines):
+        return store.BatchItem(
+            reservation_id=uuid4(),
+            owner="group-test",
+            reference=None,
+            ttl_seconds=60,
+            lines=[Line(sku=s, location_id="DC-NJ", quantity=q) for s, q in lines],
+        )
+
+    # Each asks for 1 SKU-A and 2 SKU-B: SKU-B runs out after five, so SKU-A must stay at 5 held.
+    results = await asyncio.gather(*(groups.reserve(item(("SKU-A", 1), ("SKU-B", 2))) for _ in range(12)))
+    held = [r for r in results if not isinstance(r, store.Shortage)]
+    assert len(held) == 5
+    assert max(groups.sizes) > 1, groups.sizes
+    assert await _position(db, "SKU-A", "DC-NJ") == (10, 5)
+    assert await _position(db, "SKU-B", "DC-NJ") == (10, 10)
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reservations WHERE owner = 'group-test'") == 5
+    assert (await check_ledger(db))[1] == 0
