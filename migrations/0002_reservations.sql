@@ -27,11 +27,11 @@ CREATE TABLE reservation_lines (
     PRIMARY KEY (sku, location_id, reservation_id)
 );
 CREATE INDEX reservation_lines_by_reservation ON reservation_lines (reservation_id);
--- Expired-but-unswept holds: found by time (the sweep, availability) or by position (a
--- reservation at that position, the stock listing). Finished lines are not indexed.
+-- Expired-but-unswept holds: found by time alone (the sweep) or by SKU and time (readers,
+-- and a reservation at that SKU). Keyed (sku, expires_at) so that a hot SKU's thousands of
+-- live holds are never walked: the range stops at now(). Finished lines are not indexed.
 CREATE INDEX reservation_lines_active_expiry ON reservation_lines (expires_at) WHERE state = 'active';
-CREATE INDEX reservation_lines_active_position ON reservation_lines (sku, location_id, expires_at)
-    WHERE state = 'active';
+CREATE INDEX reservation_lines_active_sku_expiry ON reservation_lines (sku, expires_at) WHERE state = 'active';
 
 -- Release expired holds: those at the given positions (p_skus/p_locations), or any
 -- (p_skus NULL), at most p_limit lines (NULL: all). Lines being released by another
