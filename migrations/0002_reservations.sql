@@ -16,17 +16,18 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_active_expiry ON reservations (expires_at) WHERE status = 'active';
 
--- Keyed by sku first, like every stock table (co-located with positions and movements).
+-- The key holds `sku` (the distribution column on Citus, co-located with positions and
+-- movements) but leads with the reservation: the only index that leads with `sku` is the
+-- partial one over live holds below, so no reader ever walks a position's history of holds.
 CREATE TABLE reservation_lines (
+    reservation_id uuid NOT NULL REFERENCES reservations (reservation_id),
     sku            text NOT NULL,
     location_id    text NOT NULL,
-    reservation_id uuid NOT NULL REFERENCES reservations (reservation_id),
     quantity       integer NOT NULL CHECK (quantity > 0),
     state          text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'committed', 'released', 'expired')),
     expires_at     timestamptz NOT NULL,
-    PRIMARY KEY (sku, location_id, reservation_id)
+    PRIMARY KEY (reservation_id, sku, location_id)
 );
-CREATE INDEX reservation_lines_by_reservation ON reservation_lines (reservation_id);
 -- Expired-but-unswept holds: found by time alone (the sweep) or by SKU and time (readers,
 -- and a reservation at that SKU). Keyed (sku, expires_at) so that a hot SKU's thousands of
 -- live holds are never walked: the range stops at now(). Finished lines are not indexed.
@@ -40,21 +41,36 @@ CREATE INDEX reservation_lines_active_sku_expiry ON reservation_lines (sku, expi
 CREATE FUNCTION omniroute_release_expired(p_skus text[], p_locations text[], p_limit integer)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
+    d_ids uuid[];
+    d_skus text[];
+    d_locations text[];
     released integer;
 BEGIN
-    WITH doomed AS (
-        SELECT rl.sku, rl.location_id, rl.reservation_id
-        FROM reservation_lines rl
-        WHERE rl.state = 'active' AND rl.expires_at <= now()
-          AND (p_skus IS NULL OR (rl.sku, rl.location_id) IN (SELECT * FROM unnest(p_skus, p_locations)))
-        ORDER BY rl.expires_at
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ),
-    lines AS (
+    -- Two selections, each with a predicate its index can serve.
+    IF p_skus IS NULL THEN
+        SELECT array_agg(reservation_id), array_agg(sku), array_agg(location_id)
+        INTO d_ids, d_skus, d_locations
+        FROM (SELECT rl.reservation_id, rl.sku, rl.location_id FROM reservation_lines rl
+              WHERE rl.state = 'active' AND rl.expires_at <= now()
+              ORDER BY rl.expires_at LIMIT p_limit
+              FOR UPDATE SKIP LOCKED) doomed;
+    ELSE
+        SELECT array_agg(reservation_id), array_agg(sku), array_agg(location_id)
+        INTO d_ids, d_skus, d_locations
+        FROM (SELECT rl.reservation_id, rl.sku, rl.location_id FROM reservation_lines rl
+              WHERE rl.sku = ANY(p_skus) AND rl.state = 'active' AND rl.expires_at <= now()
+                AND (rl.sku, rl.location_id) IN (SELECT * FROM unnest(p_skus, p_locations))
+              LIMIT p_limit
+              FOR UPDATE SKIP LOCKED) doomed;
+    END IF;
+    IF d_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    WITH lines AS (
         UPDATE reservation_lines rl SET state = 'expired'
-        FROM doomed d
-        WHERE rl.sku = d.sku AND rl.location_id = d.location_id AND rl.reservation_id = d.reservation_id
+        FROM unnest(d_ids, d_skus, d_locations) AS d(reservation_id, sku, location_id)
+        WHERE rl.reservation_id = d.reservation_id AND rl.sku = d.sku AND rl.location_id = d.location_id
         RETURNING rl.sku, rl.location_id, rl.reservation_id, rl.quantity
     ),
     per_position AS (
@@ -96,7 +112,7 @@ BEGIN
     expires_at := created_at + make_interval(secs => p_ttl_seconds);
     IF EXISTS (
         SELECT 1 FROM reservation_lines rl
-        WHERE rl.state = 'active' AND rl.expires_at <= now()
+        WHERE rl.sku = ANY(p_skus) AND rl.state = 'active' AND rl.expires_at <= now()
           AND (rl.sku, rl.location_id) IN (SELECT * FROM unnest(p_skus, p_locations))
     ) THEN
         PERFORM omniroute_release_expired(p_skus, p_locations, NULL);
