@@ -19,10 +19,11 @@ from api.routes.availability import AvailabilityController
 from api.routes.catalog import ItemController, LocationController
 from api.routes.keys import ApiKeyController
 from api.routes.ops import OpsController
+from api.routes.orders import OrderController
 from api.routes.reservations import ReservationController
 from api.routes.stock import StockController
 from api.scheduler import start_scheduler
-from engine.config import Settings
+from engine.config import Settings, load_costs
 from engine.services.group_commit import ReservationGroups
 from engine.services.keys import KeyRing
 from engine.store.db import create_pool
@@ -39,6 +40,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         app.state.pool = pool
         app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
         app.state.reservation_groups = ReservationGroups(pool)
+        app.state.costs = load_costs(settings)
         scheduler = start_scheduler(pool, settings) if settings.scheduler else None
         try:
             yield
@@ -56,6 +58,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             AvailabilityController,
             ApiKeyController,
             ReservationController,
+            OrderController,
         ],
         dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

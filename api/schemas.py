@@ -7,6 +7,7 @@ under that field, so the caller learns which field to change.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
 from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
@@ -113,3 +114,39 @@ class ReservationIn(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ExtendIn(Struct, forbid_unknown_fields=True, kw_only=True):
     ttl_seconds: TtlSeconds
+
+
+MAX_ORDER_LINES = 100
+
+
+class DestinationIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    lat: Lat
+    lon: Lon
+    postal_code: Annotated[str, Meta(max_length=20)] | None = None
+
+
+class OrderLineIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    line_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    sku: Id
+    quantity: Annotated[int, Meta(gt=0, le=MAX_QUANTITY)]
+
+
+class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    order_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")]
+    destination: DestinationIn
+    lines: Annotated[list[OrderLineIn], Meta(min_length=1, max_length=MAX_ORDER_LINES)]
+    channel: Annotated[str, Meta(max_length=32)] | None = None
+    method: Literal["ship", "pickup", "curbside"] = "ship"
+    pickup_location_id: Id | None = None
+    allow_split: bool = True
+    allow_partial: bool = False
+    promise_by: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.method == "ship" and self.pickup_location_id is not None:
+            raise ValueError("pickup_location_id: only for pickup or curbside")
+        if self.method != "ship" and self.pickup_location_id is None:
+            raise ValueError(f"pickup_location_id: required for {self.method}")
+        ids = [line.line_id for line in self.lines]
+        if len(set(ids)) != len(ids):
+            raise ValueError("lines: duplicate line_id")

@@ -19,6 +19,7 @@ class Settings(msgspec.Struct, frozen=True):
     scheduler: bool = True
     expiry_sweep_seconds: float = 2.0
     idempotency_hours: float = 24.0
+    routing_config: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -34,9 +35,27 @@ class Settings(msgspec.Struct, frozen=True):
             scheduler=env.get("OMNIROUTE_SCHEDULER", "on").lower() not in ("off", "0", "false", "no"),
             expiry_sweep_seconds=float(env.get("OMNIROUTE_EXPIRY_SWEEP_SECONDS", "2")),
             idempotency_hours=float(env.get("OMNIROUTE_IDEMPOTENCY_HOURS", "24")),
+            routing_config=Path(env["OMNIROUTE_ROUTING_CONFIG"]) if env.get("OMNIROUTE_ROUTING_CONFIG") else None,
         )
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 FIXTURES_DIR = PROJECT_ROOT / "fixtures"
+
+
+def load_costs(settings: Settings):  # noqa: ANN201 - engine.core.routing.CostModel
+    """The routing cost model: defaults, overridden field by field by the JSON file named in
+    OMNIROUTE_ROUTING_CONFIG (unknown fields are an error, so a typo cannot pass silently)."""
+    from engine.core.routing import CostModel
+
+    if settings.routing_config is None:
+        return CostModel()
+    overrides = msgspec.json.decode(settings.routing_config.read_bytes(), type=dict)
+    unknown = sorted(set(overrides) - set(CostModel.__struct_fields__))
+    if unknown:
+        raise msgspec.ValidationError(
+            f"{settings.routing_config}: unknown cost fields {', '.join(unknown)} "
+            f"(known: {', '.join(CostModel.__struct_fields__)})"
+        )
+    return msgspec.convert({**msgspec.structs.asdict(CostModel()), **overrides}, CostModel, strict=True)

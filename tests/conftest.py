@@ -68,6 +68,8 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 TABLES = [
+    "fulfillments",
+    "orders",
     "reservation_lines",
     "reservations",
     "events",

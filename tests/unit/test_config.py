@@ -1,0 +1,26 @@
+import msgspec
+import pytest
+
+from engine.config import Settings, load_costs
+
+
+def test_costs_default_to_the_published_constants():
+    costs = load_costs(Settings.from_env({}))
+    assert (costs.package_cost, costs.km_cost) == (8.759, 0.000336)
+
+
+def test_a_routing_config_file_overrides_field_by_field(tmp_path):
+    path = tmp_path / "costs.json"
+    path.write_text('{"package_cost": 6.5, "late_penalty_per_day": 12}')
+    costs = load_costs(Settings.from_env({"OMNIROUTE_ROUTING_CONFIG": str(path)}))
+    assert (costs.package_cost, costs.late_penalty_per_day, costs.km_cost) == (6.5, 12, 0.000336)
+
+
+def test_a_misspelt_or_mistyped_cost_is_refused(tmp_path):
+    path = tmp_path / "costs.json"
+    path.write_text('{"package_cots": 6.5}')
+    with pytest.raises(msgspec.ValidationError):
+        load_costs(Settings.from_env({"OMNIROUTE_ROUTING_CONFIG": str(path)}))
+    path.write_text('{"package_cost": "cheap"}')
+    with pytest.raises(msgspec.ValidationError):
+        load_costs(Settings.from_env({"OMNIROUTE_ROUTING_CONFIG": str(path)}))
