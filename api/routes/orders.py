@@ -7,7 +7,7 @@ import msgspec
 from litestar import Controller, Response, get, post
 from litestar.params import PathParameter, RequestBody
 
-from api.deps import AuthRequest, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
 from api.schemas import OrderIn
 from engine.services import orders
 from engine.services.orders import OrderOut, OrderRequest
@@ -30,9 +30,13 @@ class OrderController(Controller):
         return await orders.quote(pool, request.user, _request(data), request.app.state.costs)
 
     @post("/", operation_id="placeOrder", status_code=201)
-    async def place(self, request: AuthRequest, pool: PoolDep, data: RequestBody[OrderIn]) -> Response[OrderOut]:
+    async def place(
+        self, request: AuthRequest, pool: PoolDep, data: RequestBody[OrderIn], idempotency_key: IdempotencyKey = None
+    ) -> Response[OrderOut]:
         data = await strict(request, data)
-        status, body = await orders.place(pool, request.user, _request(data), request.app.state.costs)
+        status, body = await orders.place(
+            pool, request.user, _request(data), request.app.state.costs, idem_key=idempotency_key
+        )
         return Response(body, status_code=status, media_type="application/json")
 
     @get("/{order_id:str}", operation_id="getOrder")

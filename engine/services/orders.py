@@ -24,7 +24,9 @@ from engine.core.reservations import Line as HoldLine
 from engine.core.reservations import Status
 from engine.core.routing import CostModel, Fulfillment, Line, LineAllocation, Order, Plan, Site, route
 from engine.core.routing import quote as route_quote
-from engine.errors import BadInput, Conflict, NotFound
+from engine.errors import BadInput, Conflict, IdempotencyMismatch, NotFound
+from engine.services import idempotency
+from engine.store import idempotency as idem_store
 from engine.store import orders as store
 from engine.store import reservations as reservations_store
 from engine.store.db import with_retry
@@ -227,12 +229,19 @@ async def _reserve_plan(
     return ids
 
 
-async def place(pool: asyncpg.Pool, caller: Caller, req: OrderRequest, costs: CostModel) -> tuple[int, bytes]:
-    """Route and reserve atomically. The order id is the idempotency key: the same order
-    again returns the stored order (200); the same id with another body is a Conflict."""
+async def place(
+    pool: asyncpg.Pool, caller: Caller, req: OrderRequest, costs: CostModel, idem_key: str | None = None
+) -> tuple[int, bytes]:
+    """Route and reserve atomically. Retries are safe two ways: the same order id again
+    returns the stored order (200) and the same id with another body is a Conflict; an
+    Idempotency-Key, when sent, returns the first answer byte for byte and refuses reuse
+    with another body (the key is claimed in the transaction that places the order)."""
     require_role(caller, Role.CHECKOUT)
     digest = request_hash(req)
+    idem_digest = idempotency.request_hash("orders.place", req) if idem_key else b""
     async with pool.acquire() as conn:
+        if idem_key is not None and (first := await _first_answer(conn, caller, idem_key, idem_digest)):
+            return first
         existing = await store.get_order(conn, req.order_id)
         if existing is not None:
             return 200, _encoder.encode(await _replay(conn, caller, existing, digest))
@@ -241,8 +250,12 @@ async def place(pool: asyncpg.Pool, caller: Caller, req: OrderRequest, costs: Co
         order, sites, today = await _gather(pool, req, req.lines)
         plan = await _solve(route, order, sites, costs, today=today)
 
-        async def apply(plan: Plan = plan, attempt: int = attempt) -> OrderOut | None:
+        async def apply(plan: Plan = plan, attempt: int = attempt) -> tuple[int, bytes] | None:
             async with pool.acquire() as conn, conn.transaction():
+                if idem_key is not None and not await idem_store.claim(
+                    conn, caller.key_id, idem_key, "orders.place", idem_digest
+                ):
+                    return await _first_answer(conn, caller, idem_key, idem_digest)
                 ids = await _reserve_plan(conn, caller, req.order_id, plan.fulfillments)
                 status = _status(len(plan.fulfillments), len(plan.unallocated))
                 inserted = await store.insert_order(
@@ -276,28 +289,46 @@ async def place(pool: asyncpg.Pool, caller: Caller, req: OrderRequest, costs: Co
                         for f, (fid, rid) in zip(plan.fulfillments, ids, strict=True)
                     ],
                 )
-                return OrderOut(
-                    order_id=req.order_id,
-                    status=status,
-                    fulfillments=[
-                        _fulfillment_out(f, fid, rid) for f, (fid, rid) in zip(plan.fulfillments, ids, strict=True)
-                    ],
-                    unallocated=plan.unallocated,
-                    total_cost=plan.total_cost,
-                    explanation={**msgspec.to_builtins(plan.explanation), "attempts": attempt + 1},
+                encoded = _encoder.encode(
+                    OrderOut(
+                        order_id=req.order_id,
+                        status=status,
+                        fulfillments=[
+                            _fulfillment_out(f, fid, rid) for f, (fid, rid) in zip(plan.fulfillments, ids, strict=True)
+                        ],
+                        unallocated=plan.unallocated,
+                        total_cost=plan.total_cost,
+                        explanation={**msgspec.to_builtins(plan.explanation), "attempts": attempt + 1},
+                    )
                 )
+                if idem_key is not None:
+                    await idem_store.finish(conn, caller.key_id, idem_key, 201, encoded)
+                return 201, encoded
 
         try:
-            out = await with_retry(apply)
+            answer = await with_retry(apply)
         except reservations_store.Shortage:
             continue  # stock moved since the solve: solve again with fresh stock
-        if out is None:
+        if answer is None:
             async with pool.acquire() as conn:
                 return 200, _encoder.encode(
                     await _replay(conn, caller, await store.get_order(conn, req.order_id), digest)
                 )
-        return 201, _encoder.encode(out)
+        return answer
     raise Conflict(f"stock kept moving while placing order {req.order_id}; retry the request", order_id=req.order_id)
+
+
+async def _first_answer(
+    conn: asyncpg.Connection, caller: Caller, idem_key: str, idem_digest: bytes
+) -> tuple[int, bytes] | None:
+    row = await idem_store.stored(conn, caller.key_id, idem_key)
+    if row is None:
+        return None
+    if row["operation"] != "orders.place" or row["request_hash"] != idem_digest:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was already used with a different request", idempotency_key=idem_key
+        )
+    return row["status_code"], bytes(row["response"])
 
 
 async def _replay(conn: asyncpg.Connection, caller: Caller, row: asyncpg.Record, digest: bytes) -> OrderOut:

@@ -61,6 +61,20 @@ async def test_the_order_id_makes_placing_idempotent(client, db):
     assert other.status_code == 409
 
 
+async def test_an_idempotency_key_returns_the_first_answer_and_refuses_another_order(client, db):
+    await build_network(client)
+    await receive(client, "SKU-A", "DC-NJ", 10)
+    headers = {**ADMIN, "Idempotency-Key": "checkout-77"}
+    first = await client.post("/v1/orders", json=order("web-7", ("SKU-A", 1)), headers=headers)
+    again = await client.post("/v1/orders", json=order("web-7", ("SKU-A", 1)), headers=headers)
+    assert first.status_code == again.status_code == 201 and first.content == again.content
+    other = await client.post("/v1/orders", json=order("web-8", ("SKU-A", 1)), headers=headers)
+    assert other.status_code == 409
+    assert await _reserved(db, "SKU-A", "DC-NJ") == 1
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+
+
 async def test_a_quote_reserves_nothing_and_offers_alternatives(client, db):
     await build_network(client)
     await receive(client, "SKU-A", "STORE-NYC", 5)
