@@ -204,6 +204,22 @@ def _method_of(plan: Plan) -> str:
     return "ship"
 
 
+def _fulfillment_rows(fulfillments: list[Fulfillment], ids: list[tuple[UUID, UUID]]) -> list[dict]:
+    """Rows for store.insert_fulfillments: each planned fulfillment with its ids."""
+    return [
+        {
+            "fulfillment_id": fid,
+            "location_id": f.location_id,
+            "method": f.method,
+            "lines": msgspec.to_builtins(f.lines),
+            "cost": msgspec.to_builtins(f.cost),
+            "eta": f.eta,
+            "reservation_id": rid,
+        }
+        for f, (fid, rid) in zip(fulfillments, ids, strict=True)
+    ]
+
+
 async def _reserve_plan(
     conn: asyncpg.Connection, caller: Caller, order_id: str, fulfillments: list[Fulfillment]
 ) -> list[tuple[UUID, UUID]]:
@@ -276,18 +292,7 @@ async def place(
                 await store.insert_fulfillments(
                     conn,
                     req.order_id,
-                    [
-                        {
-                            "fulfillment_id": fid,
-                            "location_id": f.location_id,
-                            "method": f.method,
-                            "lines": msgspec.to_builtins(f.lines),
-                            "cost": msgspec.to_builtins(f.cost),
-                            "eta": f.eta,
-                            "reservation_id": rid,
-                        }
-                        for f, (fid, rid) in zip(plan.fulfillments, ids, strict=True)
-                    ],
+                    _fulfillment_rows(plan.fulfillments, ids),
                 )
                 encoded = _encoder.encode(
                     OrderOut(
@@ -464,18 +469,7 @@ async def reject(pool: asyncpg.Pool, caller: Caller, order_id: str, fulfillment_
                 await store.insert_fulfillments(
                     conn,
                     order_id,
-                    [
-                        {
-                            "fulfillment_id": fid,
-                            "location_id": nf.location_id,
-                            "method": nf.method,
-                            "lines": msgspec.to_builtins(nf.lines),
-                            "cost": msgspec.to_builtins(nf.cost),
-                            "eta": nf.eta,
-                            "reservation_id": rid,
-                        }
-                        for nf, (fid, rid) in zip(plan.fulfillments, ids, strict=True)
-                    ],
+                    _fulfillment_rows(plan.fulfillments, ids),
                 )
                 unallocated = [*row["unallocated"], *msgspec.to_builtins(plan.unallocated)]
                 open_count = sum(1 for x in await store.get_fulfillments(conn, order_id) if x["status"] == "open")
