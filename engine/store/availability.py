@@ -16,6 +16,15 @@ _DISTANCE = f"""2 * {EARTH_RADIUS_KM} * asin(least(1, sqrt(
     power(sin(radians(l.lat - $2) / 2), 2)
     + cos(radians($2)) * cos(radians(l.lat)) * power(sin(radians(l.lon - $3) / 2), 2))))"""
 
+# Holds past their expiry that the sweep has not released yet: every reader subtracts them
+# from `reserved` (the SKUs are $1). One definition, shared with the routing candidates.
+EXPIRED_HOLDS = """expired AS (
+    SELECT rl.sku, rl.location_id, sum(rl.quantity)::integer AS quantity
+    FROM reservation_lines rl
+    WHERE rl.sku = ANY($1::text[]) AND rl.state = 'active' AND rl.expires_at <= now()
+    GROUP BY rl.sku, rl.location_id
+)"""
+
 AVAILABILITY_SQL = f"""
 WITH req AS (
     SELECT DISTINCT s.sku FROM unnest($1::text[]) AS s(sku)
@@ -29,13 +38,7 @@ near AS (
 near_in_radius AS (
     SELECT * FROM near WHERE distance_km <= $4 ORDER BY distance_km, location_id LIMIT $9
 ),
--- Holds past their expiry that the sweep has not released yet: they no longer count.
-expired AS (
-    SELECT rl.sku, rl.location_id, sum(rl.quantity)::integer AS quantity
-    FROM reservation_lines rl
-    WHERE rl.state = 'active' AND rl.expires_at <= now() AND rl.sku = ANY($1::text[])
-    GROUP BY rl.sku, rl.location_id
-),
+{EXPIRED_HOLDS},
 -- One range scan of the (sku, location_id) key per SKU, hash-joined to the locations.
 ship AS (
     SELECT p.sku,

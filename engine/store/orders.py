@@ -6,13 +6,10 @@ from uuid import UUID
 
 import asyncpg
 
-CANDIDATES_SQL = """
-WITH expired AS (
-    SELECT rl.sku, rl.location_id, sum(rl.quantity)::integer AS quantity
-    FROM reservation_lines rl
-    WHERE rl.sku = ANY($1::text[]) AND rl.state = 'active' AND rl.expires_at <= now()
-    GROUP BY rl.sku, rl.location_id
-),
+from engine.store.availability import EXPIRED_HOLDS
+
+CANDIDATES_SQL = f"""
+WITH {EXPIRED_HOLDS},
 stock AS (
     SELECT p.location_id, p.sku,
            greatest(0, p.on_hand - (p.reserved - coalesce(e.quantity, 0))
@@ -30,7 +27,7 @@ load AS (
 )
 SELECT l.location_id, l.kind, l.lat, l.lon, l.ships, l.pickup, l.curbside, l.pick_cost_per_unit,
        l.daily_order_capacity, coalesce(ld.orders, 0) AS orders_today,
-       coalesce(jsonb_object_agg(s.sku, s.available) FILTER (WHERE s.available > 0), '{}') AS stock
+       coalesce(jsonb_object_agg(s.sku, s.available) FILTER (WHERE s.available > 0), '{{}}') AS stock
 FROM locations l
 LEFT JOIN stock s ON s.location_id = l.location_id
 LEFT JOIN load ld ON ld.location_id = l.location_id
