@@ -20,10 +20,12 @@ from api.routes.catalog import ItemController, LocationController
 from api.routes.keys import ApiKeyController
 from api.routes.ops import OpsController
 from api.routes.orders import OrderController
+from api.routes.planner import RoutingRunController
 from api.routes.reservations import ReservationController
 from api.routes.stock import StockController
 from api.scheduler import start_scheduler
 from engine.config import Settings, load_costs
+from engine.services import runs
 from engine.services.group_commit import ReservationGroups
 from engine.services.keys import KeyRing
 from engine.store.db import create_pool
@@ -41,12 +43,14 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
         app.state.reservation_groups = ReservationGroups(pool)
         app.state.costs = load_costs(settings)
-        scheduler = start_scheduler(pool, settings) if settings.scheduler else None
+        app.state.settings = settings
+        scheduler = start_scheduler(pool, settings, app.state.costs) if settings.scheduler else None
         try:
             yield
         finally:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            await runs.stop_all()
             await pool.close()
 
     return Litestar(
@@ -59,6 +63,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             ApiKeyController,
             ReservationController,
             OrderController,
+            RoutingRunController,
         ],
         dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

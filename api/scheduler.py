@@ -1,4 +1,5 @@
-"""APScheduler set-up: reservation expiry every few seconds, idempotency purge hourly."""
+"""APScheduler set-up: reservation expiry every few seconds, idempotency purge hourly,
+routing runs every few minutes and the rebalancing run nightly (both configurable)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from engine.config import Settings
+from engine.core.routing import CostModel
 from engine.services import jobs
 from engine.services.reservations import sweep_expired
 
 
-def start_scheduler(pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
+def start_scheduler(pool: asyncpg.Pool, settings: Settings, costs: CostModel) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=UTC)
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(
@@ -33,5 +35,14 @@ def start_scheduler(pool: asyncpg.Pool, settings: Settings) -> AsyncIOScheduler:
         next_run_time=datetime.now(UTC),
         **common,
     )
+    if settings.routing_run_minutes > 0:
+        scheduler.add_job(
+            jobs.routing_run,
+            "interval",
+            minutes=settings.routing_run_minutes,
+            args=[pool, settings, costs],
+            id="routing-run",
+            **common,
+        )
     scheduler.start()
     return scheduler

@@ -141,6 +141,9 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True):
     allow_split: bool = True
     allow_partial: bool = False
     promise_by: date | None = None
+    defer: (
+        Annotated[bool, Meta(description="true: queue for the next routing run; null: the deployment's rule")] | None
+    ) = None
 
     def __post_init__(self) -> None:
         if self.method == "ship" and self.pickup_location_id is not None:
@@ -150,3 +153,9 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True):
         ids = [line.line_id for line in self.lines]
         if len(set(ids)) != len(ids):
             raise ValueError("lines: duplicate line_id")
+
+
+class RoutingRunIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    time_limit_s: Annotated[float, Meta(gt=0, le=600, description="search budget")] = 30.0
+    bound_time_limit_s: Annotated[float, Meta(ge=0, le=600, description="budget for the LP lower bound")] = 30.0
+    apply: Annotated[bool, Meta(description="false: plan and report, change nothing")] = True

@@ -20,6 +20,10 @@ class Settings(msgspec.Struct, frozen=True):
     expiry_sweep_seconds: float = 2.0
     idempotency_hours: float = 24.0
     routing_config: Path | None = None
+    defer_ship_orders: bool = False
+    routing_run_minutes: float = 15.0
+    routing_run_seconds: float = 30.0
+    rebalancing_cron: str | None = "0 3 * * *"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,7 +40,20 @@ class Settings(msgspec.Struct, frozen=True):
             expiry_sweep_seconds=float(env.get("OMNIROUTE_EXPIRY_SWEEP_SECONDS", "2")),
             idempotency_hours=float(env.get("OMNIROUTE_IDEMPOTENCY_HOURS", "24")),
             routing_config=Path(env["OMNIROUTE_ROUTING_CONFIG"]) if env.get("OMNIROUTE_ROUTING_CONFIG") else None,
+            defer_ship_orders=_flag(env.get("OMNIROUTE_DEFER_SHIP_ORDERS", "off")),
+            routing_run_minutes=float(env.get("OMNIROUTE_ROUTING_RUN_MINUTES", "15")),
+            routing_run_seconds=float(env.get("OMNIROUTE_ROUTING_RUN_SECONDS", "30")),
+            rebalancing_cron=_cron(env.get("OMNIROUTE_REBALANCING_CRON", "0 3 * * *")),
         )
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("on", "1", "true", "yes")
+
+
+def _cron(value: str) -> str | None:
+    value = value.strip()
+    return None if value.lower() in ("", "off", "none") else value
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -68,6 +68,11 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 TABLES = [
+    "routing_runs",
+    "rebalancing_proposals",
+    "transfers",
+    "rebalancing_runs",
+    "demand",
     "fulfillments",
     "orders",
     "reservation_lines",

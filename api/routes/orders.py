@@ -35,7 +35,12 @@ class OrderController(Controller):
     ) -> Response[OrderOut]:
         data = await strict(request, data)
         status, body = await orders.place(
-            pool, request.user, _request(data), request.app.state.costs, idem_key=idempotency_key
+            pool,
+            request.user,
+            _request(data),
+            request.app.state.costs,
+            idem_key=idempotency_key,
+            defer_ship=request.app.state.settings.defer_ship_orders,
         )
         return Response(body, status_code=status, media_type="application/json")
 

@@ -8,6 +8,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from engine.config import Settings
+from engine.core.routing import CostModel
+from engine.errors import Conflict
+from engine.services import routing_runs
 from engine.store import idempotency as idem_store
 from engine.store import meta
 
@@ -38,6 +42,18 @@ async def run_exclusively(pool: asyncpg.Pool, name: str, job: Callable[[asyncpg.
         finally:
             await meta.unlock(conn, LOCKS[name])
     return True
+
+
+async def routing_run(pool: asyncpg.Pool, settings: Settings, costs: CostModel) -> None:
+    """The scheduled routing run; skipped when one is already under way anywhere."""
+    try:
+        run_id = await routing_runs.run_now(
+            pool, "scheduler", routing_runs.RunOptions(time_limit_s=settings.routing_run_seconds), costs
+        )
+    except Conflict:
+        log.info("routing run skipped: one is already under way")
+        return
+    log.info("routing run %s finished", run_id, extra={"fields": {"job": "routing-run", "run_id": str(run_id)}})
 
 
 def purge_idempotency(hours: float) -> Callable[[asyncpg.Pool], Awaitable[int]]:

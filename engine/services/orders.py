@@ -49,7 +49,10 @@ class Destination(msgspec.Struct, frozen=True, kw_only=True):
     postal_code: str | None = None
 
 
-class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+class OrderRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """`defer`: True queues the order for the next routing run (nothing is held until
+    then); None follows the deployment's rule for ship orders."""
+
     order_id: str
     channel: str | None
     destination: Destination
@@ -59,6 +62,7 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     allow_split: bool
     allow_partial: bool
     promise_by: date | None
+    defer: bool | None = None
 
 
 class FulfillmentOut(msgspec.Struct, kw_only=True):
@@ -89,7 +93,7 @@ class OrderOut(msgspec.Struct, kw_only=True):
     alternatives: list[Alternative] | None = None
 
 
-def _status(plan_fulfillments: int, unallocated: int) -> str:
+def order_status(plan_fulfillments: int, unallocated: int) -> str:
     if not unallocated:
         return "allocated"
     return "partially_allocated" if plan_fulfillments else "backordered"
@@ -107,7 +111,7 @@ def _fulfillment_out(f: Fulfillment, fulfillment_id: UUID | None = None, reserva
     )
 
 
-def _sites(rows: list[asyncpg.Record]) -> list[Site]:
+def sites_of(rows: list[asyncpg.Record]) -> list[Site]:
     return [
         Site(
             location_id=r["location_id"],
@@ -146,7 +150,7 @@ async def _gather(pool: asyncpg.Pool, req: OrderRequest, lines: list[OrderLine])
         allow_partial=req.allow_partial,
         promise_by=req.promise_by,
     )
-    sites = _sites(rows)
+    sites = sites_of(rows)
     if req.pickup_location_id is not None:
         store_site = next((s for s in sites if s.location_id == req.pickup_location_id), None)
         if store_site is None or not store_site.pickup:
@@ -178,7 +182,7 @@ async def quote(pool: asyncpg.Pool, caller: Caller, req: OrderRequest, costs: Co
     plan, alternatives = await _solve(route_quote, order, sites, costs, today=today)
     return OrderOut(
         order_id=req.order_id,
-        status=_status(len(plan.fulfillments), len(plan.unallocated)),
+        status=order_status(len(plan.fulfillments), len(plan.unallocated)),
         fulfillments=[_fulfillment_out(f) for f in plan.fulfillments],
         unallocated=plan.unallocated,
         total_cost=plan.total_cost,
@@ -204,7 +208,7 @@ def _method_of(plan: Plan) -> str:
     return "ship"
 
 
-def _fulfillment_rows(fulfillments: list[Fulfillment], ids: list[tuple[UUID, UUID]]) -> list[dict]:
+def fulfillment_rows(fulfillments: list[Fulfillment], ids: list[tuple[UUID, UUID]]) -> list[dict]:
     """Rows for store.insert_fulfillments: each planned fulfillment with its ids."""
     return [
         {
@@ -220,8 +224,8 @@ def _fulfillment_rows(fulfillments: list[Fulfillment], ids: list[tuple[UUID, UUI
     ]
 
 
-async def _reserve_plan(
-    conn: asyncpg.Connection, caller: Caller, order_id: str, fulfillments: list[Fulfillment]
+async def reserve_plan(
+    conn: asyncpg.Connection, owner: str, order_id: str, fulfillments: list[Fulfillment]
 ) -> list[tuple[UUID, UUID]]:
     """One reservation per fulfillment, in this transaction. Raises Shortage if stock moved."""
     ids = []
@@ -236,7 +240,7 @@ async def _reserve_plan(
         await reservations_store.reserve(
             conn,
             reservation_id=rid,
-            owner=caller.key_id,
+            owner=owner,
             reference=order_id,
             ttl_seconds=ORDER_HOLD_SECONDS,
             lines=hold,
@@ -246,7 +250,13 @@ async def _reserve_plan(
 
 
 async def place(
-    pool: asyncpg.Pool, caller: Caller, req: OrderRequest, costs: CostModel, idem_key: str | None = None
+    pool: asyncpg.Pool,
+    caller: Caller,
+    req: OrderRequest,
+    costs: CostModel,
+    idem_key: str | None = None,
+    *,
+    defer_ship: bool = False,
 ) -> tuple[int, bytes]:
     """Route and reserve atomically. Retries are safe two ways: the same order id again
     returns the stored order (200) and the same id with another body is a Conflict; an
@@ -262,6 +272,9 @@ async def place(
         if existing is not None:
             return 200, _encoder.encode(await _replay(conn, caller, existing, digest))
 
+    if req.defer if req.defer is not None else (defer_ship and req.method == "ship"):
+        return await _queue(pool, caller, req, digest, idem_key, idem_digest)
+
     for attempt in range(MAX_ATTEMPTS):
         order, sites, today = await _gather(pool, req, req.lines)
         plan = await _solve(route, order, sites, costs, today=today)
@@ -272,8 +285,8 @@ async def place(
                     conn, caller.key_id, idem_key, "orders.place", idem_digest
                 ):
                     return await _first_answer(conn, caller, idem_key, idem_digest)
-                ids = await _reserve_plan(conn, caller, req.order_id, plan.fulfillments)
-                status = _status(len(plan.fulfillments), len(plan.unallocated))
+                ids = await reserve_plan(conn, caller.key_id, req.order_id, plan.fulfillments)
+                status = order_status(len(plan.fulfillments), len(plan.unallocated))
                 inserted = await store.insert_order(
                     conn,
                     order_id=req.order_id,
@@ -292,7 +305,7 @@ async def place(
                 await store.insert_fulfillments(
                     conn,
                     req.order_id,
-                    _fulfillment_rows(plan.fulfillments, ids),
+                    fulfillment_rows(plan.fulfillments, ids),
                 )
                 encoded = _encoder.encode(
                     OrderOut(
@@ -321,6 +334,55 @@ async def place(
                 )
         return answer
     raise Conflict(f"stock kept moving while placing order {req.order_id}; retry the request", order_id=req.order_id)
+
+
+async def _queue(
+    pool: asyncpg.Pool, caller: Caller, req: OrderRequest, digest: bytes, idem_key: str | None, idem_digest: bytes
+) -> tuple[int, bytes]:
+    """Store the order as queued: no fulfillments, nothing held; the next routing run routes it."""
+    await _gather(pool, req, req.lines)  # the same checks as routing now: known SKUs, a real pickup store
+    explanation = {"queued": "waits for the next routing run; nothing is held until then"}
+
+    async def apply() -> tuple[int, bytes] | None:
+        async with pool.acquire() as conn, conn.transaction():
+            if idem_key is not None and not await idem_store.claim(
+                conn, caller.key_id, idem_key, "orders.place", idem_digest
+            ):
+                return await _first_answer(conn, caller, idem_key, idem_digest)
+            inserted = await store.insert_order(
+                conn,
+                order_id=req.order_id,
+                owner=caller.key_id,
+                channel=req.channel,
+                method=req.method,
+                request=msgspec.to_builtins(req),
+                request_hash=digest,
+                status="queued",
+                unallocated=[],
+                total_cost=0.0,
+                explanation=explanation,
+            )
+            if not inserted:
+                return None
+            encoded = _encoder.encode(
+                OrderOut(
+                    order_id=req.order_id,
+                    status="queued",
+                    fulfillments=[],
+                    unallocated=[],
+                    total_cost=0.0,
+                    explanation=explanation,
+                )
+            )
+            if idem_key is not None:
+                await idem_store.finish(conn, caller.key_id, idem_key, 201, encoded)
+            return 201, encoded
+
+    answer = await with_retry(apply)
+    if answer is None:
+        async with pool.acquire() as conn:
+            return 200, _encoder.encode(await _replay(conn, caller, await store.get_order(conn, req.order_id), digest))
+    return answer
 
 
 async def _first_answer(
@@ -465,18 +527,18 @@ async def reject(pool: asyncpg.Pool, caller: Caller, order_id: str, fulfillment_
                     conn, current["reservation_id"], status=Status.RELEASED, actor=caller.key_id
                 )
                 await store.set_fulfillment_status(conn, fulfillment_id, "rejected")
-                ids = await _reserve_plan(conn, caller, order_id, plan.fulfillments)
+                ids = await reserve_plan(conn, caller.key_id, order_id, plan.fulfillments)
                 await store.insert_fulfillments(
                     conn,
                     order_id,
-                    _fulfillment_rows(plan.fulfillments, ids),
+                    fulfillment_rows(plan.fulfillments, ids),
                 )
                 unallocated = [*row["unallocated"], *msgspec.to_builtins(plan.unallocated)]
                 open_count = sum(1 for x in await store.get_fulfillments(conn, order_id) if x["status"] == "open")
                 await store.update_order(
                     conn,
                     order_id,
-                    status=_status(open_count, len(unallocated)),
+                    status=order_status(open_count, len(unallocated)),
                     unallocated=unallocated,
                     total_cost=round(row["total_cost"] - current["cost"]["total"] + plan.total_cost, 2),
                     excluded_locations=excluded,

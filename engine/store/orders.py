@@ -22,7 +22,7 @@ stock AS (
 load AS (
     SELECT location_id, count(DISTINCT order_id)::integer AS orders
     FROM fulfillments
-    WHERE created_at >= date_trunc('day', now()) AND status <> 'cancelled'
+    WHERE created_at >= date_trunc('day', now()) AND status <> 'cancelled' AND status <> 'rerouted'
     GROUP BY location_id
 )
 SELECT l.location_id, l.kind, l.lat, l.lon, l.ships, l.pickup, l.curbside, l.pick_cost_per_unit,

@@ -34,7 +34,9 @@ class Service:
         with open(self.log, "w") as out:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         self.base = f"http://127.0.0.1:{port}"
 
@@ -56,8 +58,11 @@ def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve") / "data"
     yield d
     # Whatever happened, leave no server running.
-    subprocess.run([sys.executable, "-m", "api.cli", "db", "stop"],
-                   env={**os.environ, "OMNIROUTE_DATA_DIR": str(d)}, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "db", "stop"],
+        env={**os.environ, "OMNIROUTE_DATA_DIR": str(d)},
+        capture_output=True,
+    )
 
 
 def test_serve_answers_availability_near_a_demo_city_and_survives_kill_9(data_dir):
@@ -72,8 +77,11 @@ def test_serve_answers_availability_near_a_demo_city_and_survives_kill_9(data_di
     admin = {"Authorization": f"Bearer {keys['admin']['key']}"}
 
     # New York City: the demo network has stores there and ships from fulfillment centers.
-    r = httpx.get(svc.base + "/v1/availability", headers=checkout,
-                  params={"sku": ["SKU-00001", "SKU-00002"], "lat": 40.71, "lon": -74.01, "radius_km": 50})
+    r = httpx.get(
+        svc.base + "/v1/availability",
+        headers=checkout,
+        params={"sku": ["SKU-00001", "SKU-00002"], "lat": 40.71, "lon": -74.01, "radius_km": 50},
+    )
     assert r.status_code == 200, r.text
     items = r.json()["items"]
     assert items[0]["sku"] == "SKU-00001" and items[0]["ship_available"] > 0
@@ -81,8 +89,11 @@ def test_serve_answers_availability_near_a_demo_city_and_survives_kill_9(data_di
     assert all(p["distance_km"] <= 50 for p in items[0]["pickup"])
 
     store = keys["pos"]["location_id"]
-    r = httpx.post(svc.base + "/v1/stock/movements", headers=admin, json={
-        "movements": [{"sku": "SKU-00007", "location_id": store, "kind": "receipt", "quantity": 321}]})
+    r = httpx.post(
+        svc.base + "/v1/stock/movements",
+        headers=admin,
+        json={"movements": [{"sku": "SKU-00007", "location_id": store, "kind": "receipt", "quantity": 321}]},
+    )
     assert r.status_code == 201, r.text
     on_hand = next(p["on_hand"] for p in r.json()["positions"])
 
@@ -105,9 +116,16 @@ def test_serve_answers_availability_near_a_demo_city_and_survives_kill_9(data_di
 
 
 def test_check_reports_a_clean_ledger_on_the_demo_network(data_dir):
-    out = subprocess.run([sys.executable, "-m", "api.cli", "check"], capture_output=True, text=True, timeout=300,
-                         env={**{k: v for k, v in os.environ.items() if not k.startswith("OMNIROUTE_")},
-                              "OMNIROUTE_DATA_DIR": str(data_dir)})
+    out = subprocess.run(
+        [sys.executable, "-m", "api.cli", "check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("OMNIROUTE_")},
+            "OMNIROUTE_DATA_DIR": str(data_dir),
+        },
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["drifted"] == 0 and report["positions_checked"] > 10_000

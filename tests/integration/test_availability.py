@@ -11,15 +11,18 @@ async def _avail(client, skus, headers=ADMIN, **params):
 
 async def test_ship_available_sums_active_shipping_locations_after_reserved_and_safety_stock(client, db):
     await build_network(client)
-    await receive(client, "SKU-A", "DC-NJ", 10)      # ships, safety 0  -> 10
-    await receive(client, "SKU-A", "STORE-NYC", 3)   # ships, safety 1  -> 2
+    await receive(client, "SKU-A", "DC-NJ", 10)  # ships, safety 0  -> 10
+    await receive(client, "SKU-A", "STORE-NYC", 3)  # ships, safety 1  -> 2
     await receive(client, "SKU-A", "STORE-EWR", 50)  # does not ship    -> 0
-    await receive(client, "SKU-A", "STORE-PHL", 4)   # ships, 3 reserved -> 1
+    await receive(client, "SKU-A", "STORE-PHL", 4)  # ships, 3 reserved -> 1
     async with db.acquire() as conn:
         await conn.execute("UPDATE stock_positions SET reserved = 3 WHERE location_id = 'STORE-PHL'")
     assert (await _avail(client, ["SKU-A"]))["SKU-A"]["ship_available"] == 13
-    r = await client.put("/v1/locations/DC-NJ", headers=ADMIN, json={
-        "kind": "warehouse", "name": "NJ", "lat": 40.5, "lon": -74.4, "active": False})
+    r = await client.put(
+        "/v1/locations/DC-NJ",
+        headers=ADMIN,
+        json={"kind": "warehouse", "name": "NJ", "lat": 40.5, "lon": -74.4, "active": False},
+    )
     assert r.status_code == 200
     assert (await _avail(client, ["SKU-A"]))["SKU-A"]["ship_available"] == 3
 
@@ -33,7 +36,7 @@ async def test_pickup_lists_stores_within_the_radius_nearest_first(client):
     assert [p["location_id"] for p in item["pickup"]] == ["STORE-NYC", "STORE-EWR"]
     nyc, ewr = item["pickup"]
     assert nyc["distance_km"] < 1 and 13 < ewr["distance_km"] < 16
-    assert (nyc["available"], nyc["curbside"]) == (4, True)   # safety stock 1
+    assert (nyc["available"], nyc["curbside"]) == (4, True)  # safety stock 1
     assert (ewr["available"], ewr["curbside"]) == (5, False)
     wide = (await _avail(client, ["SKU-A"], radius_km=200, **NYC))["SKU-A"]
     assert [p["location_id"] for p in wide["pickup"]] == ["STORE-NYC", "STORE-EWR", "STORE-PHL"]
@@ -42,7 +45,7 @@ async def test_pickup_lists_stores_within_the_radius_nearest_first(client):
 async def test_a_pickup_store_without_the_sku_shows_zero(client):
     await build_network(client)
     await receive(client, "SKU-A", "STORE-NYC", 5)
-    item = (await _avail(client, ["SKU-A", "SKU-B"], radius_km=50, **NYC))
+    item = await _avail(client, ["SKU-A", "SKU-B"], radius_km=50, **NYC)
     assert [p["available"] for p in item["SKU-B"]["pickup"]] == [0, 0]
     assert item["SKU-B"]["ship_available"] == 0
 
@@ -50,8 +53,9 @@ async def test_a_pickup_store_without_the_sku_shows_zero(client):
 async def test_post_answers_like_get_and_keeps_the_basket_order(client):
     await build_network(client)
     await receive(client, "SKU-B", "DC-NJ", 2)
-    r = await client.post("/v1/availability", headers=ADMIN,
-                          json={"skus": ["SKU-C", "SKU-B", "SKU-A"], **NYC, "radius_km": 20})
+    r = await client.post(
+        "/v1/availability", headers=ADMIN, json={"skus": ["SKU-C", "SKU-B", "SKU-A"], **NYC, "radius_km": 20}
+    )
     assert r.status_code == 200, r.text
     assert [i["sku"] for i in r.json()["items"]] == ["SKU-C", "SKU-B", "SKU-A"]
     assert r.json()["items"][1]["ship_available"] == 2

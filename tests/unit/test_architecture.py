@@ -23,15 +23,21 @@ def test_engine_core_imports_no_io_framework():
     files = list(core.rglob("*.py"))
     assert files
     for path in files:
-        bad = {n for n in _imports(path) if n.split(".")[0] in FORBIDDEN or any(n.startswith(f + ".") or n == f
-                                                                                  for f in FORBIDDEN)}
+        bad = {
+            n
+            for n in _imports(path)
+            if n.split(".")[0] in FORBIDDEN or any(n.startswith(f + ".") or n == f for f in FORBIDDEN)
+        }
         assert not bad, f"{path.relative_to(core)} imports {sorted(bad)}"
 
 
 def test_sql_lives_only_in_engine_store():
     root = Path(engine.core.__file__).parents[2]
-    for path in [*root.joinpath("api").rglob("*.py"), *root.joinpath("engine", "core").rglob("*.py"),
-                 *root.joinpath("engine", "services").rglob("*.py")]:
+    for path in [
+        *root.joinpath("api").rglob("*.py"),
+        *root.joinpath("engine", "core").rglob("*.py"),
+        *root.joinpath("engine", "services").rglob("*.py"),
+    ]:
         text = path.read_text()
         for verb in ("SELECT ", "INSERT INTO", "UPDATE stock", "DELETE FROM"):
             assert verb not in text, f"{path.relative_to(root)} contains SQL ({verb.strip()})"

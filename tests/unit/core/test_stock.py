@@ -16,10 +16,19 @@ def test_available_subtracts_reserved_and_safety_stock_and_is_never_negative():
     assert Position(sku="S", location_id="L", on_hand=-4, reserved=0, safety_stock=0).available == 0
 
 
-@pytest.mark.parametrize(("kind", "qty", "delta"), [
-    (K.RECEIPT, 5, 5), (K.RETURN, 2, 2), (K.SALE, 3, -3), (K.ADJUSTMENT, -4, -4), (K.ADJUSTMENT, 7, 7),
-    (K.COUNT, 4, -6), (K.COUNT, 12, 2), (K.COUNT, 10, 0),
-])
+@pytest.mark.parametrize(
+    ("kind", "qty", "delta"),
+    [
+        (K.RECEIPT, 5, 5),
+        (K.RETURN, 2, 2),
+        (K.SALE, 3, -3),
+        (K.ADJUSTMENT, -4, -4),
+        (K.ADJUSTMENT, 7, 7),
+        (K.COUNT, 4, -6),
+        (K.COUNT, 12, 2),
+        (K.COUNT, 10, 0),
+    ],
+)
 def test_each_kind_books_its_delta(kind, qty, delta):
     [d] = plan_movements([line(kind, qty)], {("S", "L"): Current(on_hand=10, reserved=0)})
     assert d.delta_on_hand == delta
@@ -48,10 +57,20 @@ def test_an_adjustment_may_not_take_on_hand_below_zero():
         plan_movements([line(K.ADJUSTMENT, -11)], {("S", "L"): Current(on_hand=10, reserved=0)})
 
 
-@pytest.mark.parametrize(("kind", "qty"), [
-    (K.RECEIPT, 0), (K.RECEIPT, -1), (K.SALE, 0), (K.RETURN, -2), (K.ADJUSTMENT, 0), (K.COUNT, -1),
-    (K.RESERVE, 1), (K.COMMIT, 1), (K.TRANSFER_IN, 1),
-])
+@pytest.mark.parametrize(
+    ("kind", "qty"),
+    [
+        (K.RECEIPT, 0),
+        (K.RECEIPT, -1),
+        (K.SALE, 0),
+        (K.RETURN, -2),
+        (K.ADJUSTMENT, 0),
+        (K.COUNT, -1),
+        (K.RESERVE, 1),
+        (K.COMMIT, 1),
+        (K.TRANSFER_IN, 1),
+    ],
+)
 def test_bad_quantities_and_engine_kinds_are_refused(kind, qty):
     with pytest.raises(BadInput):
         plan_movements([line(kind, qty)], {("S", "L"): Current(on_hand=10, reserved=0)})

@@ -1,0 +1,177 @@
+"""Planner runs: batch re-brokering against online routing and the hindsight LP bound.
+
+    uv run --extra dev python -m bench.planner routing [--orders 2000] [--big 10000]
+
+Orders arrive one at a time and are routed online by `route` against the stock left by
+the orders before them (each plan takes its units). Then one batch run (`rebroker`)
+re-solves every order jointly over the same stock. Reported, per family:
+
+- extra shipments (fulfillments beyond one per order) online and after the run, and the
+  share the run removes (goal >= 50%);
+- cost online, after the run, and the LP lower bound of the joint problem over the same
+  candidate sources (`lower_bound`), and the share of the online-to-bound gap the run
+  captures (goal >= 50%);
+- the run's wall time, and separately one run over `--big` open orders (goal <= 60 s).
+
+Family A (scarce): the 10 fulfillment centers, 100 SKUs each stocked at a center with
+probability 0.5 and in quantities that cover about 1.25x the expected demand overall,
+customers in the metros by population, 1-10 single-unit lines.
+Family B (omnichannel): 5 warehouses and 200 shipping stores, 50,000 Zipf SKUs with
+sparse store stock (the routing benchmark's family B, one shared stock for all orders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import random
+import time
+
+import msgspec
+
+from bench.common import table
+from bench.routing import COSTS, TODAY, _destinations, _gauss, _poisson, _sku_stock, _stores
+from engine.core.routing import Line, Order, Site, route
+from engine.core.routing.batch import Pending, lower_bound, rebroker
+from fixtures.generate import WAREHOUSE_PICK_COST, load_centers
+
+
+def family_a(n_orders: int, seed: int, supply: float = 1.25) -> tuple[list[Order], list[Site]]:
+    rng = random.Random(seed)
+    skus = [f"SKU-{i:03d}" for i in range(1, 101)]
+    centers = load_centers()
+    stocked = {(c.facility, sku) for c in centers for sku in skus if rng.random() < 0.5}
+    per_sku_demand = n_orders * 5.5 / len(skus)
+    sites = []
+    for c in centers:
+        stock = {}
+        for sku in skus:
+            if (c.facility, sku) in stocked:
+                holders = sum((x.facility, sku) in stocked for x in centers)
+                stock[sku] = max(1, round(supply * per_sku_demand / holders * rng.uniform(0.5, 1.5)))
+        sites.append(Site(f"FC-{c.facility}", "warehouse", c.lat, c.lon, True, False, False, None, None, 0, stock))
+    orders = []
+    for i, (lat, lon) in enumerate(_destinations(rng, n_orders, 0.0)):
+        lines = [Line(f"{j + 1}", sku, 1) for j, sku in enumerate(rng.sample(skus, rng.randint(1, 10)))]
+        orders.append(Order(f"A-{i:05d}", lat, lon, "ship", None, lines, allow_split=True, allow_partial=True))
+    return orders, sites
+
+
+def family_b(n_orders: int, seed: int, n_skus: int = 50_000) -> tuple[list[Order], list[Site]]:
+    rng = random.Random(seed)
+    places = [(f"DC-{c.facility}", c.lat, c.lon, WAREHOUSE_PICK_COST, True) for c in load_centers()[:5]]
+    places += [(loc, lat, lon, pick, False) for loc, lat, lon, pick in _stores(rng, 200)]
+    cum = list(itertools.accumulate(1 / r for r in range(1, n_skus + 1)))
+    orders, ranks_used = [], set()
+    for i, (lat, lon) in enumerate(_destinations(rng, n_orders, 0.2)):
+        ranks: list[int] = []
+        while len(ranks) < 1 + _poisson(rng, 1.0):
+            r = rng.choices(range(1, n_skus + 1), cum_weights=cum)[0]
+            if r not in ranks:
+                ranks.append(r)
+        ranks_used.update(ranks)
+        lines = [
+            Line(f"{j + 1}", f"SKU-{r:06d}", 1, round(min(15.0, math.exp(0.2 + _gauss(r))), 3))
+            for j, r in enumerate(ranks)
+        ]
+        orders.append(Order(f"B-{i:05d}", lat, lon, "ship", None, lines, allow_split=True, allow_partial=True))
+    sites = [
+        Site(
+            loc,
+            "warehouse" if wh else "store",
+            plat,
+            plon,
+            True,
+            not wh,
+            False,
+            pick,
+            None,
+            0,
+            {f"SKU-{r:06d}": q for r in sorted(ranks_used) if (q := _sku_stock(loc, wh, r, n_skus))},
+        )
+        for loc, plat, plon, pick, wh in places
+    ]
+    return orders, sites
+
+
+def online(orders: list[Order], sites: list[Site]) -> tuple[list[Pending], list[Site], float]:
+    """Route each order as it arrives against what is left; returns the open orders as a
+    batch sees them, the sites with the stock left, and the routing wall time."""
+    stock = {s.location_id: dict(s.stock) for s in sites}
+    live = [msgspec.structs.replace(s, stock=stock[s.location_id]) for s in sites]
+    pending = []
+    t = time.perf_counter()
+    for order in orders:
+        plan = route(order, live, COSTS, today=TODAY)
+        current: dict[str, dict[str, int]] = {}
+        for f in plan.fulfillments:
+            for a in f.lines:
+                current.setdefault(f.location_id, {})[a.line_id] = a.quantity
+                left = stock[f.location_id][a.sku] - a.quantity
+                if left:
+                    stock[f.location_id][a.sku] = left
+                else:
+                    del stock[f.location_id][a.sku]
+        pending.append(Pending(order, current))
+    return pending, live, time.perf_counter() - t
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def rebrokering(name: str, orders: list[Order], sites: list[Site], time_limit_s: float, bound: bool) -> dict:
+    pending, left, online_s = online(orders, sites)
+    t = time.perf_counter()
+    result = rebroker(pending, left, COSTS, today=TODAY, time_limit_s=time_limit_s)
+    run_s = time.perf_counter() - t
+    row = {
+        "family": name,
+        "orders": len(orders),
+        "extra ships online": result.extra_shipments_before,
+        "after run": result.extra_shipments_after,
+        "removed": _pct(1 - result.extra_shipments_after / max(1, result.extra_shipments_before)),
+        "cost online": result.cost_before,
+        "cost after": result.cost_after,
+    }
+    if bound:
+        t = time.perf_counter()
+        lp = lower_bound(pending, left, COSTS, today=TODAY, time_limit_s=300)
+        row["LP bound"] = lp
+        row["gap captured"] = (
+            _pct((result.cost_before - result.cost_after) / (result.cost_before - lp)) if lp is not None else "n/a"
+        )
+        row["LP s"] = time.perf_counter() - t
+    row.update({"changed": len(result.changes), "status": result.status, "run s": run_s, "online s": online_s})
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("routing")
+    r.add_argument("--orders", type=int, default=2000)
+    r.add_argument("--big", type=int, default=10_000)
+    r.add_argument("--time-limit", type=float, default=45.0)
+    r.add_argument("--seed", type=int, default=2026)
+    args = ap.parse_args()
+
+    if args.what == "routing":
+        rows = [
+            rebrokering("A scarce", *family_a(args.orders, args.seed), args.time_limit, True),
+            rebrokering("B omnichannel", *family_b(args.orders, args.seed + 1), args.time_limit, True),
+        ]
+        print(f"\nRe-brokering: online routing, then one batch run ({os.cpu_count()} cores)")
+        print(table(rows, list(rows[0])))
+        rows = [
+            rebrokering("A scarce", *family_a(args.big, args.seed + 2), args.time_limit, False),
+            rebrokering("B omnichannel", *family_b(args.big, args.seed + 3), args.time_limit, False),
+        ]
+        print(f"\nOne run over {args.big} open orders (time limit {args.time_limit:.0f} s)")
+        print(table(rows, list(rows[0])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Planner runs: one of each kind at a time across every process, in the background.
+
+A run holds a PostgreSQL advisory lock on its own connection from start to finish, so a
+second trigger anywhere is refused with the running run's id, and a run whose process died
+(lock gone, row still 'running') is marked interrupted by the next one. The work itself
+runs as an asyncio task; solving goes to a worker process so checkout traffic on this
+process's event loop and GIL is not held up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from engine.errors import Conflict
+from engine.store import meta
+from engine.store import runs as store
+
+log = logging.getLogger("omniroute.runs")
+
+LOCKS = {"routing": 0x6F6D0003, "rebalancing": 0x6F6D0004}
+_tasks: set[asyncio.Task] = set()
+_solver: ProcessPoolExecutor | None = None
+
+
+def solver() -> ProcessPoolExecutor:
+    """One worker process for run solves, started on first use (spawned: no inherited
+    event loop or sockets)."""
+    global _solver
+    if _solver is None:
+        _solver = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _solver
+
+
+async def solve(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - a process-pool hop
+    return await asyncio.get_running_loop().run_in_executor(solver(), partial(fn, *args, **kwargs))
+
+
+class Run:
+    """A started run: its id and the connection holding its lock."""
+
+    def __init__(self, kind: str, run_id: UUID, conn: asyncpg.Connection) -> None:
+        self.kind = kind
+        self.run_id = run_id
+        self.conn = conn
+
+    async def phase(self, phase: str) -> None:
+        await store.set_phase(self.conn, self.kind, self.run_id, phase)
+
+
+async def start(pool: asyncpg.Pool, kind: str, triggered_by: str, options: dict, *, status: str = "running") -> Run:
+    """Take the run lock and record a new run; Conflict (with the running run's id) if a
+    run of this kind is under way in any process."""
+    conn = await pool.acquire()
+    try:
+        if not await meta.try_lock(conn, LOCKS[kind]):
+            other = await store.running(conn, kind)
+            raise Conflict(
+                f"a {kind} run is already under way", **({"run_id": str(other)} if other is not None else {})
+            )
+        try:
+            await store.fail_interrupted(conn, kind)
+            run_id = uuid4()
+            await store.create(conn, kind, run_id, triggered_by, options)
+        except BaseException:
+            await meta.unlock(conn, LOCKS[kind])
+            raise
+    except BaseException:
+        await pool.release(conn)
+        raise
+    return Run(kind, run_id, conn)
+
+
+async def finish(pool: asyncpg.Pool, run: Run) -> None:
+    try:
+        await meta.unlock(run.conn, LOCKS[run.kind])
+    finally:
+        await pool.release(run.conn)
+
+
+def in_background(pool: asyncpg.Pool, run: Run, work: Callable[[Run], Awaitable[None]]) -> asyncio.Task:
+    """Run `work` as a task; a failure or cancellation marks the run failed. The lock is
+    released when it ends either way."""
+
+    async def body() -> None:
+        try:
+            await work(run)
+        except asyncio.CancelledError:
+            await _record_failure(run, "interrupted: the service stopped")
+            raise
+        except Exception as exc:
+            log.exception("%s run %s failed", run.kind, run.run_id)
+            await _record_failure(run, f"{type(exc).__name__}: {exc}")
+        finally:
+            await asyncio.shield(finish(pool, run))
+
+    task = asyncio.get_running_loop().create_task(body(), name=f"{run.kind}-run-{run.run_id}")
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+async def _record_failure(run: Run, reason: str) -> None:
+    try:
+        await asyncio.shield(store.finish(run.conn, run.kind, run.run_id, status="failed", summary=None, error=reason))
+    except Exception:  # the connection may be gone; the next run marks this one interrupted
+        log.exception("could not record the failure of %s run %s", run.kind, run.run_id)
+
+
+async def stop_all() -> None:
+    """Cancel runs in progress (service shutdown) and stop the solver process."""
+    global _solver
+    for task in list(_tasks):
+        task.cancel()
+    if _tasks:
+        await asyncio.gather(*_tasks, return_exceptions=True)
+    if _solver is not None:
+        _solver.shutdown(wait=False, cancel_futures=True)
+        _solver = None
