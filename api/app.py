@@ -20,7 +20,7 @@ from api.routes.catalog import ItemController, LocationController
 from api.routes.keys import ApiKeyController
 from api.routes.ops import OpsController
 from api.routes.orders import OrderController
-from api.routes.planner import RoutingRunController
+from api.routes.planner import DemandController, RebalancingRunController, RoutingRunController, TransferController
 from api.routes.reservations import ReservationController
 from api.routes.stock import StockController
 from api.scheduler import start_scheduler
@@ -64,6 +64,9 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             ReservationController,
             OrderController,
             RoutingRunController,
+            DemandController,
+            RebalancingRunController,
+            TransferController,
         ],
         dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from engine.config import Settings
 from engine.core.routing import CostModel
@@ -42,6 +43,14 @@ def start_scheduler(pool: asyncpg.Pool, settings: Settings, costs: CostModel) ->
             minutes=settings.routing_run_minutes,
             args=[pool, settings, costs],
             id="routing-run",
+            **common,
+        )
+    if settings.rebalancing_cron:
+        scheduler.add_job(
+            jobs.rebalancing_run,
+            CronTrigger.from_crontab(settings.rebalancing_cron, timezone=UTC),
+            args=[pool],
+            id="rebalancing-run",
             **common,
         )
     scheduler.start()

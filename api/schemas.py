@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import date
 from typing import Annotated, Literal
 
+import msgspec
 from msgspec import Meta, Struct
 
 from engine.core.model import LocationKind, Role
@@ -159,3 +160,50 @@ class RoutingRunIn(Struct, forbid_unknown_fields=True, kw_only=True):
     time_limit_s: Annotated[float, Meta(gt=0, le=600, description="search budget")] = 30.0
     bound_time_limit_s: Annotated[float, Meta(ge=0, le=600, description="budget for the LP lower bound")] = 30.0
     apply: Annotated[bool, Meta(description="false: plan and report, change nothing")] = True
+
+
+MAX_DEMAND_ROWS = 10_000
+
+
+class DemandRowIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    sku: Id
+    location_id: Id
+    units_per_day: Annotated[float, Meta(ge=0, le=MAX_QUANTITY)]
+
+
+class DemandIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    demand: Annotated[list[DemandRowIn], Meta(min_length=1, max_length=MAX_DEMAND_ROWS)]
+
+    def __post_init__(self) -> None:
+        seen = Counter((r.sku, r.location_id) for r in self.demand)
+        twice = sorted(k for k, n in seen.items() if n > 1)
+        if twice:
+            raise ValueError(f"demand: {twice[0][0]} at {twice[0][1]} listed more than once")
+
+
+class LaneIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    from_location_id: Id
+    to_location_id: Id
+    unit_cost: Annotated[float, Meta(ge=0, le=1e6)]
+    fixed_cost: Annotated[float, Meta(ge=0, le=1e6)] = 0.0
+
+
+class LaneCostsIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    unit_cost: Annotated[float, Meta(ge=0, le=1e6)] = 0.10
+    km_cost: Annotated[float, Meta(ge=0, le=1e3)] = 0.0005
+    fixed_cost: Annotated[float, Meta(ge=0, le=1e6, description="per transfer; > 0 solves a MIP per SKU")] = 0.0
+    overrides: Annotated[list[LaneIn], Meta(max_length=MAX_DEMAND_ROWS)] = []
+
+
+class RebalancingRunIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    target_days_cover: Annotated[float, Meta(gt=0, le=365)] = 14.0
+    stockout_cost_per_unit: Annotated[float, Meta(ge=0, le=1e6)] = 10.0
+    demand: Annotated[
+        Literal["given", "history", "auto"],
+        Meta(description="given: PUT /v1/demand; history: sales and commits; auto: given where set, else history"),
+    ] = "auto"
+    history_days: Annotated[int, Meta(ge=1, le=365)] = 28
+    lanes: LaneCostsIn = msgspec.field(default_factory=LaneCostsIn)
+    max_sources_per_destination: Annotated[int, Meta(ge=1, le=1000)] = 8
+    time_limit_s: Annotated[float, Meta(gt=0, le=60, description="per-SKU MIP limit (fixed lane costs)")] = 1.0
+    skus: Annotated[list[Id], Meta(min_length=1, max_length=MAX_DEMAND_ROWS)] | None = None

@@ -84,3 +84,34 @@ CREATE TABLE transfers (
     received_at      timestamptz
 );
 CREATE INDEX transfers_in_transit ON transfers (to_location_id) WHERE status = 'in_transit';
+
+-- Move `p_quantity` of `p_sku` from `p_from` into transit to `p_to`, only while the source's
+-- available (on_hand - reserved - safety stock; holds past expiry still count until swept,
+-- so this errs on the safe side) covers it. Returns NULL when moved, else why not. Both
+-- positions are locked in location order, so two transfers never deadlock each other.
+CREATE FUNCTION omniroute_transfer(p_transfer_id uuid, p_run_id uuid, p_sku text, p_from text, p_to text,
+                                   p_quantity integer, p_actor text)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    free integer;
+BEGIN
+    INSERT INTO stock_positions (sku, location_id) VALUES (p_sku, p_to) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM stock_positions WHERE sku = p_sku AND location_id IN (p_from, p_to)
+        ORDER BY location_id FOR UPDATE;
+    SELECT p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock) INTO free
+        FROM stock_positions p JOIN locations l ON l.location_id = p.location_id
+        WHERE p.sku = p_sku AND p.location_id = p_from;
+    IF free IS NULL OR free < p_quantity THEN
+        RETURN format('only %s available at %s now', greatest(coalesce(free, 0), 0), p_from);
+    END IF;
+    UPDATE stock_positions SET on_hand = on_hand - p_quantity, updated_at = now()
+        WHERE sku = p_sku AND location_id = p_from;
+    UPDATE stock_positions SET in_transit_in = in_transit_in + p_quantity, updated_at = now()
+        WHERE sku = p_sku AND location_id = p_to;
+    INSERT INTO stock_movements (sku, location_id, kind, delta_on_hand, delta_in_transit, reference, actor)
+        VALUES (p_sku, p_from, 'transfer_out', -p_quantity, 0, p_transfer_id::text, p_actor),
+               (p_sku, p_to, 'transfer_out', 0, p_quantity, p_transfer_id::text, p_actor);
+    INSERT INTO transfers (transfer_id, run_id, sku, from_location_id, to_location_id, quantity, status, created_by)
+        VALUES (p_transfer_id, p_run_id, p_sku, p_from, p_to, p_quantity, 'in_transit', p_actor);
+    RETURN NULL;
+END $$;

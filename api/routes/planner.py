@@ -4,12 +4,12 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter, PathParameter, RequestBody
 
-from api.deps import AuthRequest, PoolDep
-from api.schemas import RoutingRunIn
-from engine.services import routing_runs
+from api.deps import AuthRequest, PoolDep, strict
+from api.schemas import DemandIn, RebalancingRunIn, RoutingRunIn
+from engine.services import rebalancing, routing_runs
 from engine.services.routing_runs import RunOptions, RunOut
 
 Limit = Annotated[int, Parameter(ge=1, le=100, description="most recent first")]
@@ -45,3 +45,74 @@ class RoutingRunController(Controller):
     @get("/{run_id:uuid}", operation_id="getRoutingRun")
     async def read(self, request: AuthRequest, pool: PoolDep, run_id: RunId) -> RunOut:
         return await routing_runs.get(pool, request.user, run_id)
+
+
+_rebalancing_in = msgspec.json.Decoder(RebalancingRunIn)
+After = Annotated[int, Parameter(ge=0, description="proposals after this proposal_no")]
+PageSize = Annotated[int, Parameter(ge=1, le=1000)]
+TransferId = Annotated[UUID, PathParameter()]
+
+
+def _options(body: RebalancingRunIn) -> rebalancing.RunOptions:
+    data = msgspec.to_builtins(body)
+    data["lanes"]["overrides"] = [
+        {
+            "from_id": o["from_location_id"],
+            "to_id": o["to_location_id"],
+            "unit_cost": o["unit_cost"],
+            "fixed_cost": o["fixed_cost"],
+        }
+        for o in data["lanes"]["overrides"]
+    ]
+    return msgspec.convert(data, rebalancing.RunOptions)
+
+
+class DemandController(Controller):
+    path = "/v1/demand"
+    tags = ["planner"]
+
+    @put("/", operation_id="putDemand", status_code=200)
+    async def put_demand(self, request: AuthRequest, pool: PoolDep, data: RequestBody[DemandIn]) -> dict:
+        data = await strict(request, data)
+        rows = [rebalancing.DemandRow(r.sku, r.location_id, r.units_per_day) for r in data.demand]
+        return {"rows": await rebalancing.put_demand(pool, request.user, rows)}
+
+
+class RebalancingRunController(Controller):
+    path = "/v1/rebalancing-runs"
+    tags = ["planner"]
+
+    @post(
+        "/",
+        operation_id="startRebalancingRun",
+        status_code=202,
+        description="Propose transfers in the background (body optional). 409 names the running run.",
+    )
+    async def start(
+        self, request: AuthRequest, pool: PoolDep, data: RequestBody[RebalancingRunIn | None] = None
+    ) -> rebalancing.RebalancingRunOut:
+        body = await optional_body(request, _rebalancing_in)
+        return await rebalancing.trigger(pool, request.user, _options(body))
+
+    @get("/{run_id:uuid}", operation_id="getRebalancingRun")
+    async def read(
+        self, request: AuthRequest, pool: PoolDep, run_id: RunId, after: After = 0, limit: PageSize = 100
+    ) -> rebalancing.RebalancingRunOut:
+        return await rebalancing.get(pool, request.user, run_id, after=after, limit=limit)
+
+    @post("/{run_id:uuid}/apply", operation_id="applyRebalancingRun", status_code=202)
+    async def apply(self, request: AuthRequest, pool: PoolDep, run_id: RunId) -> rebalancing.RebalancingRunOut:
+        return await rebalancing.apply(pool, request.user, run_id)
+
+
+class TransferController(Controller):
+    path = "/v1/transfers"
+    tags = ["planner"]
+
+    @get("/{transfer_id:uuid}", operation_id="getTransfer")
+    async def read(self, request: AuthRequest, pool: PoolDep, transfer_id: TransferId) -> rebalancing.TransferOut:
+        return await rebalancing.get_transfer(pool, request.user, transfer_id)
+
+    @post("/{transfer_id:uuid}/receive", operation_id="receiveTransfer", status_code=200)
+    async def receive(self, request: AuthRequest, pool: PoolDep, transfer_id: TransferId) -> rebalancing.TransferOut:
+        return await rebalancing.receive(pool, request.user, transfer_id)

@@ -11,7 +11,7 @@ import asyncpg
 from engine.config import Settings
 from engine.core.routing import CostModel
 from engine.errors import Conflict
-from engine.services import routing_runs
+from engine.services import rebalancing, routing_runs
 from engine.store import idempotency as idem_store
 from engine.store import meta
 
@@ -54,6 +54,16 @@ async def routing_run(pool: asyncpg.Pool, settings: Settings, costs: CostModel) 
         log.info("routing run skipped: one is already under way")
         return
     log.info("routing run %s finished", run_id, extra={"fields": {"job": "routing-run", "run_id": str(run_id)}})
+
+
+async def rebalancing_run(pool: asyncpg.Pool) -> None:
+    """The scheduled (nightly) rebalancing run: proposals only; a planner applies them."""
+    try:
+        run_id = await rebalancing.run_now(pool, "scheduler", rebalancing.RunOptions())
+    except Conflict:
+        log.info("rebalancing run skipped: one is already under way")
+        return
+    log.info("rebalancing run %s finished", run_id, extra={"fields": {"job": "rebalancing-run", "run_id": str(run_id)}})
 
 
 def purge_idempotency(hours: float) -> Callable[[asyncpg.Pool], Awaitable[int]]:

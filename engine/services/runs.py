@@ -85,19 +85,21 @@ async def finish(pool: asyncpg.Pool, run: Run) -> None:
         await pool.release(run.conn)
 
 
-def in_background(pool: asyncpg.Pool, run: Run, work: Callable[[Run], Awaitable[None]]) -> asyncio.Task:
-    """Run `work` as a task; a failure or cancellation marks the run failed. The lock is
-    released when it ends either way."""
+def in_background(
+    pool: asyncpg.Pool, run: Run, work: Callable[[Run], Awaitable[None]], *, failed_status: str = "failed"
+) -> asyncio.Task:
+    """Run `work` as a task; a failure or cancellation puts the run in `failed_status` with
+    the reason. The lock is released when it ends either way."""
 
     async def body() -> None:
         try:
             await work(run)
         except asyncio.CancelledError:
-            await _record_failure(run, "interrupted: the service stopped")
+            await _record_failure(run, failed_status, "interrupted: the service stopped")
             raise
         except Exception as exc:
             log.exception("%s run %s failed", run.kind, run.run_id)
-            await _record_failure(run, f"{type(exc).__name__}: {exc}")
+            await _record_failure(run, failed_status, f"{type(exc).__name__}: {exc}")
         finally:
             await asyncio.shield(finish(pool, run))
 
@@ -107,9 +109,9 @@ def in_background(pool: asyncpg.Pool, run: Run, work: Callable[[Run], Awaitable[
     return task
 
 
-async def _record_failure(run: Run, reason: str) -> None:
+async def _record_failure(run: Run, status: str, reason: str) -> None:
     try:
-        await asyncio.shield(store.finish(run.conn, run.kind, run.run_id, status="failed", summary=None, error=reason))
+        await asyncio.shield(store.fail(run.conn, run.kind, run.run_id, status=status, error=reason))
     except Exception:  # the connection may be gone; the next run marks this one interrupted
         log.exception("could not record the failure of %s run %s", run.kind, run.run_id)
 

@@ -66,6 +66,17 @@ async def finish(
     )
 
 
+async def fail(conn: asyncpg.Connection, kind: str, run_id: UUID, *, status: str, error: str) -> None:
+    """Record why a run stopped, keeping what it had written (its summary, its proposals)."""
+    await conn.execute(
+        f"UPDATE {TABLES[kind]} SET status = $2, phase = 'stopped', error = $3, "
+        "finished_at = coalesce(finished_at, now()) WHERE run_id = $1",
+        run_id,
+        status,
+        error,
+    )
+
+
 async def get(conn: asyncpg.Connection, kind: str, run_id: UUID, *, changes: bool = False) -> asyncpg.Record | None:
     columns = RUN_COLUMNS + (", changes" if changes else "")
     if kind == "rebalancing":

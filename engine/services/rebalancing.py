@@ -1,0 +1,338 @@
+"""Rebalancing: demand in, transfer proposals out, then transfers and their receipt.
+
+A run reads the positions that have surplus or shortfall (SQL skips the rest of the
+network), solves SKU by SKU in the solver process (`engine.core.rebalance`), and stores
+every proposal with its reason. Applying books each proposal with one conditional
+statement (`omniroute_transfer`): stock leaves the source only while its available covers
+it, so applying under live checkout traffic never oversells; a proposal whose stock has
+gone is skipped and reported.
+"""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID, uuid4
+
+import asyncpg
+import msgspec
+
+from engine.core import rebalance
+from engine.core.access import require_locations, require_role
+from engine.core.model import Caller, Role
+from engine.errors import BadInput, Conflict, NotFound
+from engine.services import runs
+from engine.services.routing_runs import RunOut
+from engine.store import catalog as catalog_store
+from engine.store import meta
+from engine.store import rebalancing as store
+from engine.store import runs as runs_store
+from engine.store.db import with_retry
+
+KIND = "rebalancing"
+APPLY_CHUNK = 200
+
+
+class DemandRow(msgspec.Struct, frozen=True):
+    sku: str
+    location_id: str
+    units_per_day: float
+
+
+class LaneCosts(msgspec.Struct, frozen=True, kw_only=True):
+    """Every lane between two active locations: unit_cost + km_cost x km per unit, and
+    fixed_cost per transfer; `overrides` replace single lanes."""
+
+    unit_cost: float = 0.10
+    km_cost: float = 0.0005
+    fixed_cost: float = 0.0
+    overrides: list[rebalance.Lane] = []
+
+
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    target_days_cover: float = 14.0
+    stockout_cost_per_unit: float = 10.0
+    demand: str = "auto"  # given | history | auto
+    history_days: int = 28
+    lanes: LaneCosts = LaneCosts()
+    max_sources_per_destination: int = 8
+    time_limit_s: float = 1.0
+    skus: list[str] | None = None
+
+
+class TransferOut(msgspec.Struct, kw_only=True):
+    transfer_id: UUID
+    run_id: UUID | None
+    sku: str
+    from_location_id: str
+    to_location_id: str
+    quantity: int
+    status: str
+    created_by: str
+    created_at: str
+    received_by: str | None
+    received_at: str | None
+
+
+class RebalancingRunOut(RunOut, kw_only=True):
+    applied_by: str | None = None
+    applied_at: str | None = None
+    proposals: list[dict] | None = None
+    next_after: int | None = None
+
+
+async def put_demand(pool: asyncpg.Pool, caller: Caller, rows: list[DemandRow]) -> int:
+    require_role(caller, Role.PLANNER)
+    skus = sorted({r.sku for r in rows})
+    locs = sorted({r.location_id for r in rows})
+
+    async def attempt() -> int:
+        async with pool.acquire() as conn, conn.transaction():
+            unknown = [("sku", s) for s in await catalog_store.unknown_skus(conn, skus)]
+            unknown += [("location_id", loc) for loc in await catalog_store.unknown_locations(conn, locs)]
+            if unknown:
+                raise BadInput(
+                    "unknown sku or location",
+                    errors=[{"field": f"demand[].{f}", "message": f"unknown {f} {v}"} for f, v in unknown],
+                )
+            await store.upsert_demand(conn, [(r.sku, r.location_id, r.units_per_day) for r in rows])
+            return len(rows)
+
+    return await with_retry(attempt)
+
+
+def _out(row: asyncpg.Record, proposals: list[asyncpg.Record] | None = None, limit: int = 0) -> RebalancingRunOut:
+    out = RebalancingRunOut(
+        run_id=row["run_id"],
+        status=row["status"],
+        phase=row["phase"],
+        triggered_by=row["triggered_by"],
+        options=row["options"],
+        summary=row["summary"],
+        error=row["error"],
+        started_at=row["started_at"].isoformat(),
+        finished_at=row["finished_at"].isoformat() if row["finished_at"] else None,
+        applied_by=row.get("applied_by"),
+        applied_at=row["applied_at"].isoformat() if row.get("applied_at") else None,
+    )
+    if proposals is not None:
+        out.proposals = [
+            {**dict(p), "transfer_id": str(p["transfer_id"]) if p["transfer_id"] else None} for p in proposals
+        ]
+        out.next_after = proposals[-1]["proposal_no"] if len(proposals) == limit else None
+    return out
+
+
+async def trigger(pool: asyncpg.Pool, caller: Caller, options: RunOptions) -> RebalancingRunOut:
+    require_role(caller, Role.PLANNER)
+    run = await runs.start(pool, KIND, caller.key_id, msgspec.to_builtins(options))
+    row = await runs_store.get(run.conn, KIND, run.run_id)
+    runs.in_background(pool, run, lambda r: execute(pool, r, options))
+    return _out(row)
+
+
+async def run_now(pool: asyncpg.Pool, triggered_by: str, options: RunOptions) -> UUID:
+    run = await runs.start(pool, KIND, triggered_by, msgspec.to_builtins(options))
+    await runs.in_background(pool, run, lambda r: execute(pool, r, options))
+    return run.run_id
+
+
+async def get(pool: asyncpg.Pool, caller: Caller, run_id: UUID, *, after: int, limit: int) -> RebalancingRunOut:
+    require_role(caller, Role.PLANNER)
+    async with pool.acquire() as conn:
+        row = await runs_store.get(conn, KIND, run_id)
+        if row is None:
+            raise NotFound(f"no rebalancing run {run_id}")
+        return _out(row, await store.proposals(conn, run_id, after=after, limit=limit), limit)
+
+
+def plan(needs: list[rebalance.Need], locations: list[tuple[str, float, float]], options: RunOptions):  # noqa: ANN201
+    """The solve, in the solver process: lanes, then every SKU. Returns (plans, lane count)."""
+    lanes = rebalance.distance_lanes(
+        locations,
+        unit_cost=options.lanes.unit_cost,
+        km_cost=options.lanes.km_cost,
+        fixed_cost=options.lanes.fixed_cost,
+    )
+    for lane in options.lanes.overrides:
+        lanes[(lane.from_id, lane.to_id)] = lane
+    policy = rebalance.Policy(
+        target_days_cover=options.target_days_cover,
+        stockout_cost_per_unit=options.stockout_cost_per_unit,
+        max_sources_per_destination=options.max_sources_per_destination,
+        time_limit_s=options.time_limit_s,
+    )
+    return rebalance.rebalance(needs, lanes, policy), len(lanes)
+
+
+async def execute(pool: asyncpg.Pool, run: runs.Run, options: RunOptions) -> None:
+    t0 = time.perf_counter()
+    await run.phase("reading positions and demand")
+    async with pool.acquire() as conn:
+        rows = await store.needs(
+            conn,
+            demand=options.demand,
+            history_days=options.history_days,
+            target_days=options.target_days_cover,
+            skus=options.skus,
+        )
+        locations = [(r["location_id"], r["lat"], r["lon"]) for r in await store.locations(conn)]
+    needs = [rebalance.Need(r["sku"], r["location_id"], r["available"], r["in_transit_in"], r["demand"]) for r in rows]
+    t1 = time.perf_counter()
+    await run.phase(f"solving {len({n.sku for n in needs})} SKUs")
+    plans, lane_count = await runs.solve(plan, needs, locations, options)
+    t2 = time.perf_counter()
+    await run.phase("writing proposals")
+    records = []
+    for p in plans:
+        for x in p.proposals:
+            records.append(
+                (
+                    len(records) + 1,
+                    x.sku,
+                    x.from_location_id,
+                    x.to_location_id,
+                    x.quantity,
+                    x.cost,
+                    x.stockout_units_avoided,
+                    x.reason,
+                )
+            )
+    solvers: dict[str, int] = {}
+    for p in plans:
+        key = f"{p.solver}:{p.status}"
+        solvers[key] = solvers.get(key, 0) + 1
+    summary = {
+        "positions_read": len(needs),
+        "skus_solved": len(plans),
+        "lanes": lane_count,
+        "proposals": len(records),
+        "units": sum(r[4] for r in records),
+        "transfer_cost": round(sum(r[5] for r in records), 2),
+        "stockout_units_avoided": sum(r[6] for r in records),
+        "solvers": solvers,
+        "read_ms": round((t1 - t0) * 1000, 1),
+        "solve_ms": round((t2 - t1) * 1000, 1),
+    }
+    async with pool.acquire() as conn, conn.transaction():
+        await store.write_proposals(conn, run.run_id, records)
+        summary["wall_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        await runs_store.finish(conn, KIND, run.run_id, status="proposed", summary=summary)
+
+
+async def apply(pool: asyncpg.Pool, caller: Caller, run_id: UUID) -> RebalancingRunOut:
+    """Start booking the run's proposals as transfers (in the background); Conflict unless
+    the run is 'proposed' and no other rebalancing run is running or applying. A run whose
+    applying stops half-way (a crash, a shutdown) returns to 'proposed': applying it again
+    books only the proposals not yet applied or skipped."""
+    require_role(caller, Role.PLANNER)
+    conn = await pool.acquire()
+    try:
+        if not await meta.try_lock(conn, runs.LOCKS[KIND]):
+            raise Conflict("a rebalancing run is under way; apply when it has finished")
+        try:
+            await runs_store.fail_interrupted(conn, KIND)
+            status = await store.set_applying(conn, run_id, caller.key_id)
+            if status is None:
+                raise NotFound(f"no rebalancing run {run_id}")
+            if status != "proposed":
+                raise Conflict(f"rebalancing run {run_id} is {status}; only a proposed run can be applied")
+            row = await runs_store.get(conn, KIND, run_id)
+        except BaseException:
+            await meta.unlock(conn, runs.LOCKS[KIND])
+            raise
+    except BaseException:
+        await pool.release(conn)
+        raise
+    run = runs.Run(KIND, run_id, conn)
+    runs.in_background(pool, run, lambda r: _apply(pool, r, caller.key_id), failed_status="proposed")
+    return _out(row)
+
+
+async def _apply(pool: asyncpg.Pool, run: runs.Run, actor: str) -> None:
+    t0 = time.perf_counter()
+    async with pool.acquire() as conn:
+        todo = await store.to_apply(conn, run.run_id)
+    applied = skipped = units = 0
+    for i in range(0, len(todo), APPLY_CHUNK):
+        chunk = todo[i : i + APPLY_CHUNK]
+        await run.phase(f"applying: {i} of {len(todo)} proposals")
+
+        async def attempt(chunk: list[asyncpg.Record] = chunk) -> tuple[int, int, int]:
+            done = gone = moved = 0
+            async with pool.acquire() as conn, conn.transaction():
+                for p in chunk:
+                    reason = await store.transfer(
+                        conn,
+                        transfer_id=uuid4(),
+                        run_id=run.run_id,
+                        proposal_no=p["proposal_no"],
+                        sku=p["sku"],
+                        from_id=p["from_location_id"],
+                        to_id=p["to_location_id"],
+                        quantity=p["quantity"],
+                        actor=actor,
+                    )
+                    if reason is None:
+                        done += 1
+                        moved += p["quantity"]
+                    else:
+                        gone += 1
+            return done, gone, moved
+
+        d, g, m = await with_retry(attempt)
+        applied, skipped, units = applied + d, skipped + g, units + m
+    result = {
+        "transfers": applied,
+        "skipped": skipped,
+        "units_in_transit": units,
+        "wall_ms": round((time.perf_counter() - t0) * 1000, 1),
+    }
+    await store.finish_apply(run.conn, run.run_id, result)
+
+
+# -- transfers --------------------------------------------------------------------------------
+
+
+def _transfer_out(row: asyncpg.Record) -> TransferOut:
+    return TransferOut(
+        transfer_id=row["transfer_id"],
+        run_id=row["run_id"],
+        sku=row["sku"],
+        from_location_id=row["from_location_id"],
+        to_location_id=row["to_location_id"],
+        quantity=row["quantity"],
+        status=row["status"],
+        created_by=row["created_by"],
+        created_at=row["created_at"].isoformat(),
+        received_by=row["received_by"],
+        received_at=row["received_at"].isoformat() if row["received_at"] else None,
+    )
+
+
+async def get_transfer(pool: asyncpg.Pool, caller: Caller, transfer_id: UUID) -> TransferOut:
+    require_role(caller, Role.PLANNER, Role.POS)
+    async with pool.acquire() as conn:
+        row = await store.get_transfer(conn, transfer_id)
+    if row is None or (
+        caller.role is Role.POS and caller.location_id not in (row["from_location_id"], row["to_location_id"])
+    ):
+        raise NotFound(f"no transfer {transfer_id}")
+    return _transfer_out(row)
+
+
+async def receive(pool: asyncpg.Pool, caller: Caller, transfer_id: UUID) -> TransferOut:
+    """The units arrived at the destination: transfer_in. Receiving again changes nothing."""
+    require_role(caller, Role.POS)
+
+    async def attempt() -> TransferOut:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await store.get_transfer(conn, transfer_id, lock=True)
+            if row is None:
+                raise NotFound(f"no transfer {transfer_id}")
+            require_locations(caller, [row["to_location_id"]])
+            if row["status"] == "in_transit":
+                await store.receive(conn, transfer_id, caller.key_id)
+                row = await store.get_transfer(conn, transfer_id)
+            return _transfer_out(row)
+
+    return await with_retry(attempt)
