@@ -26,8 +26,10 @@ joint solve, on the stock left.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import date
 
 import msgspec
@@ -44,8 +46,10 @@ SCALE = 1_000_000
 EPS = 1e-6
 MAX_COMPONENT = 150  # linked orders solved whole, in one CP-SAT call
 BLOCK = 200  # independent orders solved per CP-SAT call
-NEIGHBOURS = 40  # orders per neighbourhood in a larger component
+NEIGHBOURS = 20  # orders per neighbourhood in a larger component
 PER_RESOURCE = 6  # holders of one (location, SKU) taken into a neighbourhood
+CONSOLIDATION_SITES = 3  # sites per order whose blockers join a neighbourhood
+WORKERS = 2  # sub-solves at once
 
 
 class Pending(msgspec.Struct, frozen=True):
@@ -184,7 +188,8 @@ class _Linear:
     def row(self, cols: list[int], coefs: list[int], lo: int, hi: int) -> None:
         self.rows.append((cols, coefs, lo, hi))
 
-    def solve_cp(self, time_limit_s: float) -> tuple[list[int], str] | None:
+    def cp_model(self) -> cp_model.CpModel:
+        """The CP-SAT model, hinted; its variables are the columns in order."""
         model = cp_model.CpModel()
         xs = [model.new_int_var(0, ub, "") for ub in self.ub]
         for x, h in zip(xs, self.hint, strict=True):
@@ -193,14 +198,7 @@ class _Linear:
             expr = cp_model.LinearExpr.weighted_sum([xs[c] for c in cols], coefs)
             model.add_linear_constraint(expr, lo, hi)
         model.minimize(cp_model.LinearExpr.weighted_sum(xs, [round(c * SCALE) for c in self.cost]))
-        solver = cp_model.CpSolver()
-        solver.parameters.linearization_level = 2
-        solver.parameters.num_workers = 1
-        solver.parameters.max_time_in_seconds = time_limit_s
-        status = solver.solve(model)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return None
-        return [solver.value(x) for x in xs], "optimal" if status == cp_model.OPTIMAL else "feasible"
+        return model
 
     def solve_lp(self, time_limit_s: float) -> float | None:
         solver = pywraplp.Solver.CreateSolver("GLOP")
@@ -221,6 +219,24 @@ class _Linear:
 
 
 _NO_LIMIT = 2**62
+
+
+def _solve_cp(model: cp_model.CpModel, time_limit_s: float, small: bool) -> tuple[list[int], bool] | None:
+    """Column values and whether they are proven optimal; None if no solution in time. Runs
+    without the GIL, so two can run at once. A `small` model skips presolve, probing and
+    symmetry detection: on a neighbourhood they cost more than they save."""
+    solver = cp_model.CpSolver()
+    solver.parameters.linearization_level = 2
+    solver.parameters.num_workers = 1
+    if small:
+        solver.parameters.cp_model_presolve = False
+        solver.parameters.cp_model_probing_level = 0
+        solver.parameters.symmetry_level = 0
+    solver.parameters.max_time_in_seconds = time_limit_s
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return list(solver.response_proto.solution), status == cp_model.OPTIMAL
 
 
 class _Block:
@@ -301,10 +317,20 @@ class _Block:
 
 class _Search:
     """The plan being improved: each order's allocation and cost, with running totals of
-    stock used per (location, SKU), orders per location, and who holds what."""
+    stock used per (location, SKU), orders per location, and who holds what.
+
+    Sub-solves run two at a time (CP-SAT releases the GIL) over disjoint sets of orders; a
+    result is kept only if strictly cheaper and still within the stock and capacity left when
+    it comes back. A block proven not to improve is not solved again until one of its orders
+    or resources changes."""
 
     def __init__(
-        self, orders: list[_Order], pool: list[Site], capacity: dict[str, int | None], time_limit_s: float
+        self,
+        orders: list[_Order],
+        pool: list[Site],
+        capacity: dict[str, int | None],
+        deadline: float,
+        executor: ThreadPoolExecutor,
     ) -> None:
         self.orders = orders
         self.alloc: dict[str, Allocation] = {o.order_id: o.current for o in orders}
@@ -314,9 +340,16 @@ class _Search:
         self.load: dict[str, int] = {}
         self.holders: dict[tuple, dict[str, _Order]] = {}
         self.capacity = capacity
+        self.stamp = 0  # improvements kept so far
+        self.changed: dict[tuple, int] = {}  # (loc, sku) or capacity (loc,): stamp of its last change
+        self.revised: dict[str, int] = {}  # order id: stamp of its last change
+        self.settled: dict[frozenset[str], int] = {}  # block: stamp when proven not to improve
+        self.busy: set[str] = set()
+        self.running: list[tuple[list[_Order], _Block, int, Future]] = []
+        self.executor = executor
         for o in orders:
             self._account(o, +1)
-        self.deadline = time.perf_counter() + time_limit_s
+        self.deadline = deadline
         self.subproblems = 0
         self.passes = 0
         self.proven = True
@@ -324,11 +357,14 @@ class _Search:
     def _account(self, o: _Order, sign: int) -> None:
         for key, n in o.usage(self.alloc[o.order_id]).items():
             self.used[key] = self.used.get(key, 0) + sign * n
+            self.changed[key] = self.stamp
             self._hold(key, o, sign)
         for loc in self.alloc[o.order_id]:
             self.load[loc] = self.load.get(loc, 0) + sign
             if self.capacity.get(loc) is not None:
+                self.changed[(loc,)] = self.stamp
                 self._hold((loc,), o, sign)
+        self.revised[o.order_id] = self.stamp
 
     def _hold(self, key: tuple, o: _Order, sign: int) -> None:
         if sign > 0:
@@ -359,26 +395,66 @@ class _Search:
         capacity = {loc: cap - load[loc] for loc in locations if (cap := self.capacity.get(loc)) is not None}
         return stock, capacity
 
-    def improve(self, block: list[_Order]) -> bool:
-        """Solve `block` jointly with the others fixed; keep the result if strictly cheaper."""
-        remaining = self.deadline - time.perf_counter()
-        if remaining <= 0 or not block:
-            self.proven = False
-            return False
+    def solve(self, blocks: Iterable[list[_Order]]) -> bool:
+        """Solve each block (built lazily, once a solver is free) with the others fixed; True
+        if any improved. Stops at the deadline."""
+        improved = False
+        for block in blocks:
+            while len(self.running) >= WORKERS:
+                improved |= self._finish_one()
+            if time.perf_counter() >= self.deadline:
+                self.proven = False
+                break
+            self._start(block)
+        while self.running:
+            improved |= self._finish_one()
+        return improved
+
+    def _finish_one(self) -> bool:
+        wait([job[3] for job in self.running], return_when=FIRST_COMPLETED)
+        job = next(job for job in self.running if job[3].done())
+        self.running.remove(job)
+        return self._finish(job)
+
+    def _start(self, block: list[_Order]) -> None:
+        if not block:
+            return
+        ids = frozenset(o.order_id for o in block)
+        stock, capacity = self.left_for(block)
+        settled = self.settled.get(ids)
+        resources = itertools.chain(stock, ((loc,) for loc in capacity))
+        if (
+            settled is not None
+            and all(self.revised.get(i, -1) <= settled for i in ids)
+            and all(self.changed.get(key, -1) <= settled for key in resources)
+        ):
+            return
         self.subproblems += 1
-        model = _Block(block, *self.left_for(block), self.alloc)
-        solved = model.lin.solve_cp(min(remaining, 0.2 + 0.01 * len(block)))
+        model = _Block(block, stock, capacity, self.alloc)
+        limit = min(self.deadline - time.perf_counter(), 0.2 + 0.01 * len(block))
+        future = self.executor.submit(_solve_cp, model.lin.cp_model(), max(0.01, limit), len(block) <= NEIGHBOURS)
+        self.busy |= ids
+        self.running.append((block, model, self.stamp, future))
+
+    def _finish(self, job: tuple[list[_Order], _Block, int, Future]) -> bool:
+        block, model, stamp, future = job
+        solved = future.result()
+        self.busy -= {o.order_id for o in block}
         if solved is None:
             self.proven = False
             return False
-        values, status = solved
-        if status != "optimal":
-            self.proven = False
+        values, optimal = solved
+        self.proven &= optimal
         before = sum(self.cost[o.order_id] for o in block)
         candidate = model.allocations(values)
         costs = [o.price(a) for o, a in zip(block, candidate, strict=True)]
         if sum(costs) >= before - EPS:
+            if optimal:
+                self.settled[frozenset(o.order_id for o in block)] = stamp
             return False
+        if not self._fits(block, candidate):
+            return False
+        self.stamp += 1
         for o, a, c in zip(block, candidate, costs, strict=True):
             self._account(o, -1)
             self.alloc[o.order_id] = a
@@ -386,26 +462,73 @@ class _Search:
             self._account(o, +1)
         return True
 
+    def _fits(self, block: list[_Order], candidate: list[Allocation]) -> bool:
+        """Whether `candidate` still fits what the others leave (another result may have
+        been kept while it was solved)."""
+        stock, capacity = self.left_for(block)
+        for o, a in zip(block, candidate, strict=True):
+            for key, n in o.usage(a).items():
+                stock[key] -= n
+                if stock[key] < 0:
+                    return False
+            for loc in a:
+                if loc in capacity:
+                    capacity[loc] -= 1
+                    if capacity[loc] < 0:
+                        return False
+        return True
+
     def neighbourhood(self, o: _Order) -> list[_Order]:
-        """`o` and the orders holding what `o` would need to ship from fewer places: for
-        each source (those stocking most of its SKUs first), the holders of its SKUs there
-        and, at a capacity-limited location, the orders filling it. At most NEIGHBOURS."""
-        lines = o.f.problem.lines if o.f.problem is not None else []
-        skus = {line.sku for line in lines}
-        ranked = sorted(
-            o.sources,
-            key=lambda src: (-sum(self.stock.get((src.site.location_id, k), 0) > 0 for k in skus), src.km),
-        )
+        """`o` and the orders in the way of shipping it from fewer places, breadth first: at
+        each order's best consolidation sites (those stocking most of its SKUs, nearest
+        first), the holders of the units it would lack there and, at a full capacity-limited
+        site, the orders filling it; then the same for those holders. Split holders come
+        first (they can give up a unit without a new package). At most NEIGHBOURS."""
         out = {o.order_id: o}
-        for src in ranked:
-            loc = src.site.location_id
-            keys = [(loc, k) for k in sorted(skus)] + ([(loc,)] if self.capacity.get(loc) is not None else [])
-            for key in keys:
-                for other_id in sorted(self.holders.get(key, ()))[:PER_RESOURCE]:
-                    if len(out) >= NEIGHBOURS:
-                        return list(out.values())
-                    out.setdefault(other_id, self.holders[key][other_id])
+        frontier = [o]
+        while frontier:
+            nxt = []
+            for p in frontier:
+                for other in self._blockers(p):
+                    if other.order_id not in out:
+                        out[other.order_id] = other
+                        nxt.append(other)
+                        if len(out) >= NEIGHBOURS:
+                            return list(out.values())
+            frontier = nxt
         return list(out.values())
+
+    def _blockers(self, o: _Order) -> list[_Order]:
+        lines = o.f.problem.lines if o.f.problem is not None else []
+        alloc = self.alloc[o.order_id]
+        need: dict[str, int] = {}
+        for line in lines:
+            need[line.sku] = need.get(line.sku, 0) + line.quantity
+        scored = []
+        for src in o.sources:
+            loc = src.site.location_id
+            covered = sum(self.stock.get((loc, k), 0) >= n for k, n in need.items())
+            scored.append((-covered, src.km, loc))
+        scored.sort()
+        best = scored[0][0] if scored else 0
+        held = o.usage(alloc)
+        out: list[_Order] = []
+        for covered, _, loc in scored[:CONSOLIDATION_SITES]:
+            if covered > best + 1:
+                break
+            keys = [
+                key
+                for k, n in sorted(need.items())
+                if self.stock.get(key := (loc, k), 0) - self.used.get(key, 0) + held.get(key, 0) < n
+            ]
+            cap = self.capacity.get(loc)
+            if cap is not None and loc not in alloc and self.load.get(loc, 0) >= cap:
+                keys.append((loc,))
+            for key in keys:
+                holders = [h for i, h in self.holders.get(key, {}).items() if i != o.order_id and i not in self.busy]
+                holders.sort(key=lambda h: (-len(self.alloc[h.order_id]), h.order_id))
+                out.extend(holders[:PER_RESOURCE])
+        return out
 
     def excess(self, o: _Order) -> tuple[int, int]:
         """How far `o` is from one full shipment: (extra shipments, unfilled units)."""
@@ -452,6 +575,27 @@ def _components(orders: list[_Order], stock: dict[tuple[str, str], int], capacit
     return list(groups.values())
 
 
+def _search(search: _Search, orders: list[_Order]) -> None:
+    """Independent orders in blocks, small linked components whole, then neighbourhoods in
+    the large components, pass after pass, until one finds nothing or time is up."""
+    groups = _components(orders, search.stock, search.capacity)
+    singles = [orders[g[0]] for g in groups if len(g) == 1]
+    linked = sorted((g for g in groups if len(g) > 1), key=len)
+    small = [[orders[i] for i in g] for g in linked if len(g) <= MAX_COMPONENT]
+    search.solve([singles[i : i + BLOCK] for i in range(0, len(singles), BLOCK)] + small)
+    large = [orders[i] for g in linked if len(g) > MAX_COMPONENT for i in g]
+    if large:
+        search.proven = False
+    while large and time.perf_counter() < search.deadline:
+        search.passes += 1
+        seeds = sorted((o for o in large if any(search.excess(o))), key=lambda o: (search.excess(o), o.order_id))
+        blocks = (
+            search.neighbourhood(o) for o in reversed(seeds) if o.order_id not in search.busy and any(search.excess(o))
+        )
+        if not search.solve(blocks):
+            break
+
+
 def rebroker(
     pending: list[Pending],
     sites: list[Site],
@@ -478,29 +622,9 @@ def rebroker(
         for loc in o.current:
             current_load[loc] = current_load.get(loc, 0) + 1
     capacity = {loc: None if cap is None else max(cap, current_load.get(loc, 0)) for loc, cap in capacity.items()}
-    search = _Search(orders, pool, capacity, time_limit_s)
-    groups = _components(orders, search.stock, capacity)
-
-    singles = [orders[g[0]] for g in groups if len(g) == 1]
-    for i in range(0, len(singles), BLOCK):
-        search.improve(singles[i : i + BLOCK])
-    linked = sorted((g for g in groups if len(g) > 1), key=len)
-    for g in linked:
-        if len(g) <= MAX_COMPONENT:
-            search.improve([orders[i] for i in g])
-    large = [orders[i] for g in linked if len(g) > MAX_COMPONENT for i in g]
-    if large:
-        search.proven = False
-    while large and time.perf_counter() < search.deadline:
-        search.passes += 1
-        seeds = sorted((o for o in large if any(search.excess(o))), key=lambda o: (search.excess(o), o.order_id))
-        improved = False
-        for o in reversed(seeds):
-            if any(search.excess(o)):
-                improved |= search.improve(search.neighbourhood(o))
-        if not improved:
-            break
-
+    with ThreadPoolExecutor(WORKERS) as executor:
+        search = _Search(orders, pool, capacity, start + time_limit_s, executor)
+        _search(search, orders)
     changes = _changes(orders, search, capacity)
     kept = {c.order_id for c in changes}
     final = {o.order_id: (search.alloc[o.order_id] if o.order_id in kept else o.current) for o in orders}
