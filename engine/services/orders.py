@@ -272,83 +272,58 @@ async def place(
         if existing is not None:
             return 200, _encoder.encode(await _replay(conn, caller, existing, digest))
 
+    placing = _Placing(caller, req, digest, idem_key, idem_digest)
     if req.defer if req.defer is not None else (defer_ship and req.method == "ship"):
-        return await _queue(pool, caller, req, digest, idem_key, idem_digest)
+        await _gather(pool, req, req.lines)  # the same checks as routing now: known SKUs, a real pickup store
+        explanation = {"queued": "waits for the next routing run; nothing is held until then"}
+        return await _record(pool, placing, "queued", [], [], 0.0, explanation)
 
     for attempt in range(MAX_ATTEMPTS):
         order, sites, today = await _gather(pool, req, req.lines)
         plan = await _solve(route, order, sites, costs, today=today)
-
-        async def apply(plan: Plan = plan, attempt: int = attempt) -> tuple[int, bytes] | None:
-            async with pool.acquire() as conn, conn.transaction():
-                if idem_key is not None and not await idem_store.claim(
-                    conn, caller.key_id, idem_key, "orders.place", idem_digest
-                ):
-                    return await _first_answer(conn, caller, idem_key, idem_digest)
-                ids = await reserve_plan(conn, caller.key_id, req.order_id, plan.fulfillments)
-                status = order_status(len(plan.fulfillments), len(plan.unallocated))
-                inserted = await store.insert_order(
-                    conn,
-                    order_id=req.order_id,
-                    owner=caller.key_id,
-                    channel=req.channel,
-                    method=req.method,
-                    request=msgspec.to_builtins(req),
-                    request_hash=digest,
-                    status=status,
-                    unallocated=msgspec.to_builtins(plan.unallocated),
-                    total_cost=plan.total_cost,
-                    explanation=msgspec.to_builtins(plan.explanation),
-                )
-                if not inserted:
-                    return None  # placed concurrently: the replay below answers
-                await store.insert_fulfillments(
-                    conn,
-                    req.order_id,
-                    fulfillment_rows(plan.fulfillments, ids),
-                )
-                encoded = _encoder.encode(
-                    OrderOut(
-                        order_id=req.order_id,
-                        status=status,
-                        fulfillments=[
-                            _fulfillment_out(f, fid, rid) for f, (fid, rid) in zip(plan.fulfillments, ids, strict=True)
-                        ],
-                        unallocated=plan.unallocated,
-                        total_cost=plan.total_cost,
-                        explanation={**msgspec.to_builtins(plan.explanation), "attempts": attempt + 1},
-                    )
-                )
-                if idem_key is not None:
-                    await idem_store.finish(conn, caller.key_id, idem_key, 201, encoded)
-                return 201, encoded
-
+        status = order_status(len(plan.fulfillments), len(plan.unallocated))
+        explanation = {**msgspec.to_builtins(plan.explanation), "attempts": attempt + 1}
         try:
-            answer = await with_retry(apply)
+            return await _record(
+                pool, placing, status, plan.fulfillments, plan.unallocated, plan.total_cost, explanation
+            )
         except reservations_store.Shortage:
             continue  # stock moved since the solve: solve again with fresh stock
-        if answer is None:
-            async with pool.acquire() as conn:
-                return 200, _encoder.encode(
-                    await _replay(conn, caller, await store.get_order(conn, req.order_id), digest)
-                )
-        return answer
     raise Conflict(f"stock kept moving while placing order {req.order_id}; retry the request", order_id=req.order_id)
 
 
-async def _queue(
-    pool: asyncpg.Pool, caller: Caller, req: OrderRequest, digest: bytes, idem_key: str | None, idem_digest: bytes
+class _Placing(msgspec.Struct, frozen=True):
+    """Who places which order, and the digests its retries are recognised by."""
+
+    caller: Caller
+    req: OrderRequest
+    digest: bytes
+    idem_key: str | None
+    idem_digest: bytes
+
+
+async def _record(
+    pool: asyncpg.Pool,
+    p: _Placing,
+    status: str,
+    fulfillments: list[Fulfillment],
+    unallocated: list[LineAllocation],
+    total_cost: float,
+    explanation: dict,
 ) -> tuple[int, bytes]:
-    """Store the order as queued: no fulfillments, nothing held; the next routing run routes it."""
-    await _gather(pool, req, req.lines)  # the same checks as routing now: known SKUs, a real pickup store
-    explanation = {"queued": "waits for the next routing run; nothing is held until then"}
+    """In one transaction: claim the Idempotency-Key, hold each fulfillment's units
+    (Shortage, and nothing written, if stock moved since the solve), store the order and its
+    fulfillments, and store the answer under the key. If the same order id was placed
+    concurrently, the stored order answers (200)."""
+    caller, req = p.caller, p.req
 
     async def apply() -> tuple[int, bytes] | None:
         async with pool.acquire() as conn, conn.transaction():
-            if idem_key is not None and not await idem_store.claim(
-                conn, caller.key_id, idem_key, "orders.place", idem_digest
+            if p.idem_key is not None and not await idem_store.claim(
+                conn, caller.key_id, p.idem_key, "orders.place", p.idem_digest
             ):
-                return await _first_answer(conn, caller, idem_key, idem_digest)
+                return await _first_answer(conn, caller, p.idem_key, p.idem_digest)
+            ids = await reserve_plan(conn, caller.key_id, req.order_id, fulfillments)
             inserted = await store.insert_order(
                 conn,
                 order_id=req.order_id,
@@ -356,32 +331,37 @@ async def _queue(
                 channel=req.channel,
                 method=req.method,
                 request=msgspec.to_builtins(req),
-                request_hash=digest,
-                status="queued",
-                unallocated=[],
-                total_cost=0.0,
+                request_hash=p.digest,
+                status=status,
+                unallocated=msgspec.to_builtins(unallocated),
+                total_cost=total_cost,
                 explanation=explanation,
             )
             if not inserted:
-                return None
+                return None  # placed concurrently: the replay below answers
+            await store.insert_fulfillments(conn, req.order_id, fulfillment_rows(fulfillments, ids))
             encoded = _encoder.encode(
                 OrderOut(
                     order_id=req.order_id,
-                    status="queued",
-                    fulfillments=[],
-                    unallocated=[],
-                    total_cost=0.0,
+                    status=status,
+                    fulfillments=[
+                        _fulfillment_out(f, fid, rid) for f, (fid, rid) in zip(fulfillments, ids, strict=True)
+                    ],
+                    unallocated=unallocated,
+                    total_cost=total_cost,
                     explanation=explanation,
                 )
             )
-            if idem_key is not None:
-                await idem_store.finish(conn, caller.key_id, idem_key, 201, encoded)
+            if p.idem_key is not None:
+                await idem_store.finish(conn, caller.key_id, p.idem_key, 201, encoded)
             return 201, encoded
 
     answer = await with_retry(apply)
     if answer is None:
         async with pool.acquire() as conn:
-            return 200, _encoder.encode(await _replay(conn, caller, await store.get_order(conn, req.order_id), digest))
+            return 200, _encoder.encode(
+                await _replay(conn, caller, await store.get_order(conn, req.order_id), p.digest)
+            )
     return answer
 
 

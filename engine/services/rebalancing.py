@@ -21,7 +21,6 @@ from engine.core.access import require_locations, require_role
 from engine.core.model import Caller, Role
 from engine.errors import BadInput, Conflict, NotFound
 from engine.services import runs
-from engine.services.routing_runs import RunOut
 from engine.store import catalog as catalog_store
 from engine.store import meta
 from engine.store import rebalancing as store
@@ -73,7 +72,7 @@ class TransferOut(msgspec.Struct, kw_only=True):
     received_at: str | None
 
 
-class RebalancingRunOut(RunOut, kw_only=True):
+class RebalancingRunOut(runs.RunRecord, kw_only=True):
     applied_by: str | None = None
     applied_at: str | None = None
     proposals: list[dict] | None = None
@@ -102,15 +101,7 @@ async def put_demand(pool: asyncpg.Pool, caller: Caller, rows: list[DemandRow]) 
 
 def _out(row: asyncpg.Record, proposals: list[asyncpg.Record] | None = None, limit: int = 0) -> RebalancingRunOut:
     out = RebalancingRunOut(
-        run_id=row["run_id"],
-        status=row["status"],
-        phase=row["phase"],
-        triggered_by=row["triggered_by"],
-        options=row["options"],
-        summary=row["summary"],
-        error=row["error"],
-        started_at=row["started_at"].isoformat(),
-        finished_at=row["finished_at"].isoformat() if row["finished_at"] else None,
+        **runs.record_fields(row),
         applied_by=row.get("applied_by"),
         applied_at=row["applied_at"].isoformat() if row.get("applied_at") else None,
     )

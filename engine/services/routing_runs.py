@@ -35,7 +35,7 @@ MAX_TIME_LIMIT_S = 600.0
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """`time_limit_s`: search budget; `bound_time_limit_s`: budget for the LP bound;
+    """`time_limit_s`: budget for the whole solve (framing and search); `bound_time_limit_s`: budget for the LP bound;
     `apply`: False plans and reports without changing anything."""
 
     time_limit_s: float = 30.0
@@ -43,32 +43,12 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     apply: bool = True
 
 
-class RunOut(msgspec.Struct, kw_only=True):
-    run_id: UUID
-    status: str
-    phase: str
-    triggered_by: str
-    options: dict
-    summary: dict | None
-    error: str | None
-    started_at: str
-    finished_at: str | None
+class RunOut(runs.RunRecord, kw_only=True):
     changes: list | None = None
 
 
 def _out(row: asyncpg.Record) -> RunOut:
-    return RunOut(
-        run_id=row["run_id"],
-        status=row["status"],
-        phase=row["phase"],
-        triggered_by=row["triggered_by"],
-        options=row["options"],
-        summary=row["summary"],
-        error=row["error"],
-        started_at=row["started_at"].isoformat(),
-        finished_at=row["finished_at"].isoformat() if row["finished_at"] else None,
-        changes=row.get("changes"),
-    )
+    return RunOut(**runs.record_fields(row), changes=row.get("changes"))
 
 
 async def trigger(pool: asyncpg.Pool, caller: Caller, options: RunOptions, costs: CostModel) -> RunOut:

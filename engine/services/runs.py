@@ -18,6 +18,7 @@ from functools import partial
 from uuid import UUID, uuid4
 
 import asyncpg
+import msgspec
 
 from engine.errors import Conflict
 from engine.store import meta
@@ -41,6 +42,35 @@ def solver() -> ProcessPoolExecutor:
 
 async def solve(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - a process-pool hop
     return await asyncio.get_running_loop().run_in_executor(solver(), partial(fn, *args, **kwargs))
+
+
+class RunRecord(msgspec.Struct, kw_only=True):
+    """What every run shows: its state, who started it, its options and its summary."""
+
+    run_id: UUID
+    status: str
+    phase: str
+    triggered_by: str
+    options: dict
+    summary: dict | None
+    error: str | None
+    started_at: str
+    finished_at: str | None
+
+
+def record_fields(row: asyncpg.Record) -> dict:
+    """The RunRecord fields of a run row (times as ISO 8601)."""
+    return {
+        "run_id": row["run_id"],
+        "status": row["status"],
+        "phase": row["phase"],
+        "triggered_by": row["triggered_by"],
+        "options": row["options"],
+        "summary": row["summary"],
+        "error": row["error"],
+        "started_at": row["started_at"].isoformat(),
+        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+    }
 
 
 class Run:
