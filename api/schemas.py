@@ -157,7 +157,9 @@ class OrderIn(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RoutingRunIn(Struct, forbid_unknown_fields=True, kw_only=True):
-    time_limit_s: Annotated[float, Meta(gt=0, le=600, description="search budget")] = 30.0
+    time_limit_s: Annotated[
+        float, Meta(gt=0, le=600, description="budget for the whole solve (framing and search)")
+    ] = 30.0
     bound_time_limit_s: Annotated[float, Meta(ge=0, le=600, description="budget for the LP lower bound")] = 30.0
     apply: Annotated[bool, Meta(description="false: plan and report, change nothing")] = True
 

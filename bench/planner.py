@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import os
 import random
 import time
@@ -35,10 +34,10 @@ import time
 import msgspec
 
 from bench.common import table
-from bench.routing import COSTS, TODAY, _destinations, _gauss, _poisson, _sku_stock, _stores
+from bench.routing import COSTS, TODAY, _destinations, b_basket, b_places, b_sites
 from engine.core.routing import Line, Order, Site, route
 from engine.core.routing.batch import Pending, lower_bound, rebroker
-from fixtures.generate import WAREHOUSE_PICK_COST, load_centers
+from fixtures.generate import load_centers
 
 
 def family_a(n_orders: int, seed: int, supply: float = 1.25) -> tuple[list[Order], list[Site]]:
@@ -64,39 +63,14 @@ def family_a(n_orders: int, seed: int, supply: float = 1.25) -> tuple[list[Order
 
 def family_b(n_orders: int, seed: int, n_skus: int = 50_000) -> tuple[list[Order], list[Site]]:
     rng = random.Random(seed)
-    places = [(f"DC-{c.facility}", c.lat, c.lon, WAREHOUSE_PICK_COST, True) for c in load_centers()[:5]]
-    places += [(loc, lat, lon, pick, False) for loc, lat, lon, pick in _stores(rng, 200)]
+    places = b_places(rng)
     cum = list(itertools.accumulate(1 / r for r in range(1, n_skus + 1)))
     orders, ranks_used = [], set()
     for i, (lat, lon) in enumerate(_destinations(rng, n_orders, 0.2)):
-        ranks: list[int] = []
-        while len(ranks) < 1 + _poisson(rng, 1.0):
-            r = rng.choices(range(1, n_skus + 1), cum_weights=cum)[0]
-            if r not in ranks:
-                ranks.append(r)
+        ranks, lines = b_basket(rng, cum, n_skus)
         ranks_used.update(ranks)
-        lines = [
-            Line(f"{j + 1}", f"SKU-{r:06d}", 1, round(min(15.0, math.exp(0.2 + _gauss(r))), 3))
-            for j, r in enumerate(ranks)
-        ]
         orders.append(Order(f"B-{i:05d}", lat, lon, "ship", None, lines, allow_split=True, allow_partial=True))
-    sites = [
-        Site(
-            loc,
-            "warehouse" if wh else "store",
-            plat,
-            plon,
-            True,
-            not wh,
-            False,
-            pick,
-            None,
-            0,
-            {f"SKU-{r:06d}": q for r in sorted(ranks_used) if (q := _sku_stock(loc, wh, r, n_skus))},
-        )
-        for loc, plat, plon, pick, wh in places
-    ]
-    return orders, sites
+    return orders, b_sites(places, sorted(ranks_used), n_skus)
 
 
 def online(orders: list[Order], sites: list[Site]) -> tuple[list[Pending], list[Site], float]:

@@ -121,41 +121,56 @@ def _sku_stock(location: str, is_warehouse: bool, rank: int, n_skus: int) -> int
     return 1 + int((3 + 37 * rank**-0.35) * _u("qty", location, rank))
 
 
+def b_places(rng: random.Random) -> list[tuple[str, float, float, float, bool]]:
+    """Family B's network: (location_id, lat, lon, pick cost, is warehouse)."""
+    places = [(f"DC-{c.facility}", c.lat, c.lon, WAREHOUSE_PICK_COST, True) for c in load_centers()[:5]]
+    return places + [(loc, lat, lon, pick, False) for loc, lat, lon, pick in _stores(rng, 200)]
+
+
+def b_basket(rng: random.Random, cum: list[float], n_skus: int) -> tuple[list[int], list[Line]]:
+    """1 + Poisson(1) distinct SKU ranks by Zipf popularity, as one-unit lines."""
+    ranks: list[int] = []
+    while len(ranks) < 1 + _poisson(rng, 1.0):
+        r = rng.choices(range(1, n_skus + 1), cum_weights=cum)[0]
+        if r not in ranks:
+            ranks.append(r)
+    lines = [
+        Line(f"{j + 1}", f"SKU-{r:06d}", 1, round(min(15.0, math.exp(0.2 + _gauss(r))), 3)) for j, r in enumerate(ranks)
+    ]
+    return ranks, lines
+
+
+def b_sites(places: list[tuple[str, float, float, float, bool]], ranks: list[int], n_skus: int) -> list[Site]:
+    """Every family B location with its (stable) stock of the SKUs of `ranks`."""
+    return [
+        Site(
+            loc,
+            "warehouse" if wh else "store",
+            plat,
+            plon,
+            True,
+            not wh,
+            False,
+            pick,
+            None,
+            0,
+            {f"SKU-{r:06d}": q for r in ranks if (q := _sku_stock(loc, wh, r, n_skus))},
+        )
+        for loc, plat, plon, pick, wh in places
+    ]
+
+
 def family_b(n_orders: int, seed: int, n_skus: int = 50_000, method: str = "ship") -> list[tuple[Order, list[Site]]]:
     """Omnichannel: ship orders, or (method "pickup") baskets picked up at the store nearest
     the shopper, served there when it has everything, else partly by warehouse transfer."""
     rng = random.Random(seed)
-    places = [(f"DC-{c.facility}", c.lat, c.lon, WAREHOUSE_PICK_COST, True) for c in load_centers()[:5]]
-    places += [(loc, lat, lon, pick, False) for loc, lat, lon, pick in _stores(rng, 200)]
+    places = b_places(rng)
     cum = list(itertools.accumulate(1 / r for r in range(1, n_skus + 1)))
     orders = []
     for i, (lat, lon) in enumerate(_destinations(rng, n_orders, 0.2)):
-        ranks: list[int] = []
-        while len(ranks) < 1 + _poisson(rng, 1.0):
-            r = rng.choices(range(1, n_skus + 1), cum_weights=cum)[0]
-            if r not in ranks:
-                ranks.append(r)
-        lines = [
-            Line(f"{j + 1}", f"SKU-{r:06d}", 1, round(min(15.0, math.exp(0.2 + _gauss(r))), 3))
-            for j, r in enumerate(ranks)
-        ]
+        ranks, lines = b_basket(rng, cum, n_skus)
         # Only the ordered SKUs matter to routing: each order sees the same stock for them.
-        sites = [
-            Site(
-                loc,
-                "warehouse" if wh else "store",
-                plat,
-                plon,
-                True,
-                not wh,
-                False,
-                pick,
-                None,
-                0,
-                {f"SKU-{r:06d}": q for r in ranks if (q := _sku_stock(loc, wh, r, n_skus))},
-            )
-            for loc, plat, plon, pick, wh in places
-        ]
+        sites = b_sites(places, ranks, n_skus)
         store = None
         if method == "pickup":
             store = min((p for p in places if not p[4]), key=lambda p: haversine_km(lat, lon, p[1], p[2]))[0]
