@@ -23,7 +23,7 @@ import os
 import time
 
 from bench.common import database, table
-from engine.services import rebalancing
+from engine.services import rebalancing, runs
 from engine.store import meta
 from engine.store import runs as runs_store
 from engine.store.db import create_pool
@@ -45,7 +45,7 @@ async def ensure_demand(pool) -> int:  # noqa: ANN001
         if await meta.get_setting(conn, "bench-demand") is None:
             t = time.perf_counter()
             await conn.execute("TRUNCATE demand")
-            await conn.execute(DEMAND_SQL)
+            await conn.execute(DEMAND_SQL, timeout=900)
             await conn.execute("ANALYZE demand")
             await meta.set_setting(conn, "bench-demand", {"version": 1})
             print(f"demand set in {time.perf_counter() - t:.1f} s", flush=True)
@@ -73,6 +73,7 @@ async def one_run(pool, name: str, options: rebalancing.RunOptions) -> dict:  # 
         "net saving": s["stockout_units_avoided"] * options.stockout_cost_per_unit - s["transfer_cost"],
         "read s": s["read_ms"] / 1000,
         "solve s": s["solve_ms"] / 1000,
+        "write s": s["write_ms"] / 1000,
         "wall s": wall,
         "solvers": ", ".join(f"{k} {v}" for k, v in sorted(s["solvers"].items())),
     }
@@ -105,6 +106,8 @@ async def main_async(url: str, mip_skus: int) -> None:
     finally:
         await pool.close()
     print(f"\nRebalancing: {positions:,} positions, {rows_demand:,} demand rows, {os.cpu_count()} cores")
+    print("read, solve and write are each summed over SKU ranges, which run overlapped (pipelined over")
+    print(f"{runs.solver_processes()} solver processes); wall is the run's own time, from trigger to finish.")
     rows = [flow, mip_flow, mip]
     print(table(rows, list(rows[0])))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -31,12 +32,18 @@ _tasks: set[asyncio.Task] = set()
 _solver: ProcessPoolExecutor | None = None
 
 
+def solver_processes() -> int:
+    """Solver processes: one per CPU this process may use (at most 8)."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def solver() -> ProcessPoolExecutor:
-    """One worker process for run solves, started on first use (spawned: no inherited
-    event loop or sockets)."""
+    """The worker processes for run solves, started on first use (spawned: no inherited
+    event loop or sockets). A routing run uses one; a rebalancing run plans SKU ranges on
+    all of them at once."""
     global _solver
     if _solver is None:
-        _solver = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _solver = ProcessPoolExecutor(max_workers=solver_processes(), mp_context=multiprocessing.get_context("spawn"))
     return _solver
 
 

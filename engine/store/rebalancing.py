@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
 from uuid import UUID
 
 import asyncpg
+from msgspec.structs import astuple
+
+from engine.core import rebalance
 
 
 async def upsert_demand(conn: asyncpg.Connection, rows: list[tuple[str, str, float]]) -> None:
@@ -18,14 +23,15 @@ async def upsert_demand(conn: asyncpg.Connection, rows: list[tuple[str, str, flo
     )
 
 
-# Demand per position per day: 'given' (the demand table), 'history' (units sold or
-# committed over the last `params.days` days, per day), or 'auto' (given where a planner set
-# it, else history).
+# Demand per position per day over the SKUs $4..$5: 'given' (the demand table), 'history'
+# (units sold or committed over the last `params.days` days, per day), or 'auto' (given
+# where a planner set it, else history).
 _DEMAND = {
-    "given": "SELECT sku, location_id, units_per_day AS demand FROM demand",
+    "given": "SELECT sku, location_id, units_per_day AS demand FROM demand WHERE sku BETWEEN $4 AND $5",
     "history": """SELECT sku, location_id, sum(-delta_on_hand)::float8 / max(params.days) AS demand
                   FROM stock_movements, params
                   WHERE kind IN ('sale', 'commit') AND created_at >= now() - make_interval(days => params.days)
+                    AND sku BETWEEN $4 AND $5
                   GROUP BY sku, location_id""",
 }
 _DEMAND["auto"] = f"""SELECT coalesce(g.sku, h.sku) AS sku, coalesce(g.location_id, h.location_id) AS location_id,
@@ -34,12 +40,36 @@ _DEMAND["auto"] = f"""SELECT coalesce(g.sku, h.sku) AS sku, coalesce(g.location_
                         ON g.sku = h.sku AND g.location_id = h.location_id"""
 
 
+async def shards(conn: asyncpg.Connection, skus: list[str] | None, per_shard: int) -> list[tuple[str, str]]:
+    """The catalog's SKUs (or those of `skus` it knows) cut, in SKU order, into ranges of
+    `per_shard`: (first, last) of each."""
+    rows = await conn.fetch(
+        """SELECT min(sku) AS lo, max(sku) AS hi
+           FROM (SELECT sku, (row_number() OVER (ORDER BY sku) - 1) / $2 AS shard FROM items
+                 WHERE $1::text[] IS NULL OR sku = ANY($1::text[])) s
+           GROUP BY shard ORDER BY lo""",
+        skus,
+        per_shard,
+    )
+    return [(r["lo"], r["hi"]) for r in rows]
+
+
 async def needs(
-    conn: asyncpg.Connection, *, demand: str, history_days: int, target_days: float, skus: list[str] | None
-) -> list[asyncpg.Record]:
-    """Positions with surplus or shortfall against `target_days` of cover (the rule of
-    engine.core.rebalance.cover, applied here only to skip the positions that have
-    neither), for SKUs that have both somewhere. Active locations only."""
+    conn: asyncpg.Connection,
+    *,
+    demand: str,
+    history_days: int,
+    target_days: float,
+    skus: list[str] | None,
+    first: str,
+    last: str,
+) -> str:
+    """Positions of the SKUs `first`..`last` with surplus or shortfall against `target_days`
+    of cover (the rule of engine.core.rebalance.cover, applied here only to skip the
+    positions that have neither), for SKUs that have both somewhere, at active locations:
+    a JSON array of [sku, location_id, available, in_transit_in, demand_per_day], in
+    (sku, location_id) order. One text value, so a solver process decodes it, not the
+    event loop."""
     sql = f"""
     WITH params AS (SELECT $2::integer AS days),
     d AS ({_DEMAND[demand]}),
@@ -47,7 +77,7 @@ async def needs(
         SELECT coalesce(p.sku, d.sku) AS sku, coalesce(p.location_id, d.location_id) AS location_id,
                coalesce(p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock), 0) AS available,
                coalesce(p.in_transit_in, 0) AS in_transit_in, coalesce(d.demand, 0)::float8 AS demand
-        FROM stock_positions p
+        FROM (SELECT * FROM stock_positions WHERE sku BETWEEN $4 AND $5) p
         FULL JOIN d ON d.sku = p.sku AND d.location_id = p.location_id
         JOIN locations l ON l.location_id = coalesce(p.location_id, d.location_id) AND l.active
         WHERE $3::text[] IS NULL OR coalesce(p.sku, d.sku) = ANY($3::text[])
@@ -61,40 +91,70 @@ async def needs(
         FROM judged
     ),
     both_sides AS (SELECT sku FROM marked GROUP BY sku HAVING bool_or(gives) AND bool_or(lacks))
-    SELECT m.sku, m.location_id, m.available::integer AS available, m.in_transit_in, m.demand
+    SELECT coalesce(json_agg(json_build_array(m.sku, m.location_id, m.available::integer, m.in_transit_in, m.demand)
+                             ORDER BY m.sku, m.location_id), '[]')::text
     FROM marked m JOIN both_sides b ON b.sku = m.sku
-    WHERE m.gives OR m.lacks
-    ORDER BY m.sku, m.location_id"""
-    return await conn.fetch(sql, target_days, history_days, skus)
+    WHERE m.gives OR m.lacks"""
+    return await conn.fetchval(sql, target_days, history_days, skus, first, last, timeout=600)
 
 
 async def locations(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT location_id, lat, lon FROM locations WHERE active ORDER BY location_id")
 
 
-async def write_proposals(conn: asyncpg.Connection, run_id: UUID, rows: list[tuple]) -> None:
-    """(proposal_no, sku, from, to, quantity, cost, stockout_units_avoided, reason) rows."""
-    await conn.copy_records_to_table(
-        "rebalancing_proposals",
-        records=[(run_id, *r) for r in rows],
-        columns=[
-            "run_id",
-            "proposal_no",
-            "sku",
-            "from_location_id",
-            "to_location_id",
-            "quantity",
-            "cost",
-            "stockout_units_avoided",
-            "reason",
-        ],
+_PROPOSAL_COLUMNS = [
+    "proposal_no",
+    "run_id",
+    "sku",
+    "from_location_id",
+    "to_location_id",
+    "quantity",
+    "cost",
+    "stockout_units_avoided",
+    *rebalance.Basis.__struct_fields__,
+]
+
+
+def proposal_lines(run_id: UUID, plans: Iterable[rebalance.SkuPlan]) -> tuple[int, bytes]:
+    """The plans' proposals as COPY text lines without their proposal_no (see
+    `write_proposals`), and how many. Pure formatting: the solver process calls it, so the
+    event loop only numbers the lines. Ids cannot hold tabs, newlines or backslashes (their
+    CHECK constraints), so nothing needs escaping."""
+    rid = str(run_id)
+    lines = [
+        "\t".join(
+            (
+                rid,
+                p.sku,
+                p.from_location_id,
+                p.to_location_id,
+                str(p.quantity),
+                repr(p.cost),
+                str(p.stockout_units_avoided),
+                *map(str, astuple(p.basis)),
+            )
+        )
+        for plan in plans
+        for p in plan.proposals
+    ]
+    return len(lines), "\n".join(lines).encode()
+
+
+async def write_proposals(conn: asyncpg.Connection, first_no: int, count: int, lines: bytes) -> None:
+    """COPY `count` lines from `proposal_lines`, numbered from `first_no` in order."""
+    if not count:
+        return
+    numbered = b"".join(b"%d\t%b\n" % pair for pair in enumerate(lines.split(b"\n"), first_no))
+    await conn.copy_to_table(
+        "rebalancing_proposals", source=io.BytesIO(numbered), columns=_PROPOSAL_COLUMNS, format="text", timeout=600
     )
 
 
 async def proposals(conn: asyncpg.Connection, run_id: UUID, *, after: int, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT proposal_no, sku, from_location_id, to_location_id, quantity, cost, stockout_units_avoided,
-                  reason, status, skip_reason, transfer_id
+                  reason, source_available, source_in_transit, source_target, source_surplus,
+                  dest_available, dest_in_transit, dest_target, dest_shortfall, status, skip_reason, transfer_id
            FROM rebalancing_proposals WHERE run_id = $1 AND proposal_no > $2 ORDER BY proposal_no LIMIT $3""",
         run_id,
         after,

@@ -3,6 +3,7 @@
 import asyncio
 from uuid import UUID
 
+from engine.services import rebalancing
 from engine.services.stock import check_ledger
 from tests.helpers import ADMIN, build_network, make_key, receive
 
@@ -111,6 +112,37 @@ async def test_applying_and_receiving_moves_stock_through_in_transit(client, db)
     rerun = await propose(client, demand="given")
     assert rerun["proposals"] == [] and rerun["summary"]["proposals"] == 0
     assert (await client.post(f"/v1/rebalancing-runs/{run['run_id']}/apply", headers=ADMIN)).status_code == 409
+
+
+async def test_sku_ranges_planned_apart_give_the_plan_of_one_range(client, db, monkeypatch):
+    """A run plans ranges of SKUs in parallel and writes them in SKU order: proposals are
+    numbered 1..n without gaps, and equal those of a run that plans every SKU at once."""
+    await build_network(client)
+    demand = []
+    for i, sku in enumerate(["SKU-A", "SKU-B", "SKU-C"]):
+        await receive(client, sku, "DC-NJ", 20 + 10 * i)
+        await receive(client, sku, "STORE-PHL", 30)
+        demand += [
+            {"sku": sku, "location_id": "DC-NJ", "units_per_day": 1},
+            {"sku": sku, "location_id": "STORE-PHL", "units_per_day": 1},
+            {"sku": sku, "location_id": "STORE-NYC", "units_per_day": 3 + i},
+        ]
+    r = await client.put("/v1/demand", json={"demand": demand}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+
+    def plan_of(run):
+        return [{k: v for k, v in p.items() if k != "transfer_id"} for p in run["proposals"]]
+
+    whole = await propose(client, demand="given")
+    monkeypatch.setattr(rebalancing, "SKUS_PER_SHARD", 1)
+    apart = await propose(client, demand="given")
+    assert apart["summary"]["sku_ranges"] == 3 and whole["summary"]["sku_ranges"] == 1
+    assert [p["proposal_no"] for p in apart["proposals"]] == list(range(1, len(apart["proposals"]) + 1))
+    assert {p["sku"] for p in apart["proposals"]} == {"SKU-A", "SKU-B", "SKU-C"}
+    assert [p["sku"] for p in apart["proposals"]] == sorted(p["sku"] for p in apart["proposals"])
+    assert plan_of(apart) == plan_of(whole)
+    keys = ("positions_read", "skus_solved", "proposals", "units", "transfer_cost", "stockout_units_avoided")
+    assert {k: apart["summary"][k] for k in keys} == {k: whole["summary"][k] for k in keys}
 
 
 async def test_a_proposal_whose_stock_is_gone_is_skipped_and_nothing_oversells(client, db):

@@ -244,13 +244,17 @@ async def test_concurrent_checkout_during_a_run_never_oversells(client, db):
         held = await conn.fetchval("SELECT coalesce(sum(quantity), 0) FROM reservation_lines WHERE state = 'active'")
         total_reserved = await conn.fetchval("SELECT sum(reserved) FROM stock_positions")
     assert held == total_reserved == 3  # the two orders' units, wherever they ended up; shoppers gave theirs back
-    applied = {c["order_id"]: c["applied"] for c in run["changes"]}
-    assert applied["web-1"] == applied["web-2"]  # one group: both moved or neither
-    expect = (
-        {"web-1": ["STORE-PHL"], "web-2": ["DC-NJ"]}
-        if applied["web-1"]
-        else {"web-1": ["DC-NJ"], "web-2": ["DC-NJ", "STORE-PHL"]}
-    )
+    # Which plan is cheapest depends on what the shoppers held when the run read the stock
+    # (both orders move, or only order 2's A line): every group is applied whole or skipped
+    # whole, and each order ends where its change says, or where it was.
+    assert run["changes"], run  # the split is worth removing whatever the shoppers held
+    outcome: dict[int, set[bool]] = {}
+    for c in run["changes"]:
+        outcome.setdefault(c["group"], set()).add(c["applied"])
+    assert all(len(applied) == 1 for applied in outcome.values()), run["changes"]
+    expect = {"web-1": ["DC-NJ"], "web-2": ["DC-NJ", "STORE-PHL"]}
+    for c in run["changes"]:
+        expect[c["order_id"]] = sorted(f["location_id"] for f in (c["after"] if c["applied"] else c["before"]))
     for oid, locations in expect.items():
         o = await fulfillments(client, oid)
         assert o["status"] == "allocated" and o["unallocated"] == []

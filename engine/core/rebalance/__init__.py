@@ -11,16 +11,18 @@ costs: CP-SAT. `rebalance` plans a whole network SKU by SKU.
 
 from engine.core.rebalance.cover import shortfall, surplus, target
 from engine.core.rebalance.lanes import distance_lanes
-from engine.core.rebalance.model import Lane, Need, Policy, Proposal, SkuPlan
+from engine.core.rebalance.model import Basis, Lane, Need, Policy, Proposal, SkuPlan, explain
 from engine.core.rebalance.plan import plan_sku, rebalance
 
 __all__ = [
+    "Basis",
     "Lane",
     "Need",
     "Policy",
     "Proposal",
     "SkuPlan",
     "distance_lanes",
+    "explain",
     "plan_sku",
     "rebalance",
     "shortfall",

@@ -50,6 +50,21 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     time_limit_s: float = 1.0
 
 
+class Basis(msgspec.Struct, frozen=True, array_like=True):
+    """The numbers a proposal rests on: the source's available, in-transit, target and
+    surplus, and the destination's (available floored at 0), in-transit, target and
+    shortfall. Stored as numbers; `explain` words them."""
+
+    source_available: int
+    source_in_transit: int
+    source_target: int
+    source_surplus: int
+    dest_available: int
+    dest_in_transit: int
+    dest_target: int
+    dest_shortfall: int
+
+
 class Proposal(msgspec.Struct, frozen=True):
     """Move `quantity` units of `sku`. `cost` is unit_cost x quantity + fixed_cost rounded
     to cents (display only); every unit moved avoids one unit of projected stockout."""
@@ -60,7 +75,19 @@ class Proposal(msgspec.Struct, frozen=True):
     quantity: int
     cost: float
     stockout_units_avoided: int
-    reason: str
+    basis: Basis
+
+
+def explain(from_id: str, to_id: str, basis: Basis, target_days_cover: float) -> str:
+    """Why a transfer from `from_id` to `to_id` was proposed, in words."""
+    b = basis
+    return (
+        f"{from_id} has {b.source_surplus} over its target of {b.source_target} "
+        f"(available {b.source_available}, in transit {b.source_in_transit}); "
+        f"{to_id} is {b.dest_shortfall} short of its target of {b.dest_target} "
+        f"(available {b.dest_available}, in transit {b.dest_in_transit}); "
+        f"target = {target_days_cover:g} days of cover"
+    )
 
 
 class SkuPlan(msgspec.Struct, frozen=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import msgspec
+import numpy as np
 
 from engine.core.rebalance.model import Lane, Policy
 
@@ -31,8 +32,39 @@ class Network(msgspec.Struct, frozen=True):
     penalty: int
 
 
-LaneIndex = dict[str, dict[str, tuple[float, int, int, Lane]]]
-"""to_id -> from_id -> (unit_cost, unit cost in micro-units, fixed cost in micro-units, lane)."""
+class LaneIndex:
+    """The usable lanes as matrices over the locations they join, built once per network:
+    `cost[i, j]` the unit cost from location i to j (inf where there is no usable lane:
+    none given, the same location, or a unit cost not below the stockout cost, which never
+    pays), `unit` and `fixed` in micro-units, `lane` the Lane. Row and column n stand for
+    every location no lane touches."""
+
+    def __init__(self, lanes: Iterable[tuple[tuple[str, str], Lane]], policy: Policy) -> None:
+        penalty = micro(policy.stockout_cost_per_unit)
+        usable = []
+        for (from_id, to_id), lane in lanes:
+            unit = micro(lane.unit_cost)
+            if from_id != to_id and unit < penalty:
+                usable.append((from_id, to_id, lane, unit))
+        ids = sorted({u[0] for u in usable} | {u[1] for u in usable})
+        self.at = {loc: i for i, loc in enumerate(ids)}
+        n = len(ids) + 1
+        self.cost = np.full((n, n), np.inf)
+        self.unit = np.zeros((n, n), np.int64)
+        self.fixed = np.zeros((n, n), np.int64)
+        self.lane = np.empty((n, n), object)
+        for from_id, to_id, lane, unit in usable:
+            i, j = self.at[from_id], self.at[to_id]
+            self.cost[i, j], self.unit[i, j], self.fixed[i, j], self.lane[i, j] = (
+                lane.unit_cost,
+                unit,
+                micro(lane.fixed_cost),
+                lane,
+            )
+        self.outside = n - 1
+
+    def rows(self, location_ids: list[str]) -> np.ndarray:
+        return np.fromiter((self.at.get(loc, self.outside) for loc in location_ids), np.intp, len(location_ids))
 
 
 def micro(money: float) -> int:
@@ -40,66 +72,49 @@ def micro(money: float) -> int:
 
 
 def index_lanes(lanes: Iterable[tuple[tuple[str, str], Lane]], policy: Policy) -> LaneIndex:
-    """`lanes` as (from_id, to_id), lane pairs, by destination, without lanes to the same
-    location and lanes whose unit cost is not below the stockout cost (they never pay)."""
-    penalty = micro(policy.stockout_cost_per_unit)
-    index: LaneIndex = {}
-    for (from_id, to_id), lane in lanes:
-        unit = micro(lane.unit_cost)
-        if from_id != to_id and unit < penalty:
-            index.setdefault(to_id, {})[from_id] = (lane.unit_cost, unit, micro(lane.fixed_cost), lane)
-    return index
+    return LaneIndex(lanes, policy)
 
 
 def build(
     sources: list[tuple[str, int]], sinks: list[tuple[str, int]], index: LaneIndex, policy: Policy
 ) -> Network | None:
     """The network over `sources` (location_id, surplus) and `sinks` (location_id,
-    shortfall), or None when no lane is worth keeping.
+    shortfall), each in location_id order, or None when no lane is worth keeping.
 
     A lane is dropped when it can never pay: its unit cost is not below the stockout cost
-    (see `index_lanes`), or even at full capacity the stockout it avoids is not worth more
+    (see `LaneIndex`), or even at full capacity the stockout it avoids is not worth more
     than its fixed cost (some optimum never uses it). Of the rest, each sink keeps its
     `policy.max_sources_per_destination` cheapest by unit cost, ties by from_id: a bound
     on problem size that can miss a better plan through a dearer lane.
     """
     penalty = micro(policy.stockout_cost_per_unit)
-    keep = policy.max_sources_per_destination
-    kept: list[tuple[int, int, int, int, int, Lane]] = []  # source, sink, cap, unit, fixed, lane
-    for d, (to_id, short) in enumerate(sinks):
-        incoming = index.get(to_id)
-        if not incoming:
-            continue
-        options = []
-        for s, (from_id, spare) in enumerate(sources):
-            entry = incoming.get(from_id)
-            if entry is None:
-                continue
-            cap = spare if spare < short else short
-            if entry[2] and (penalty - entry[1]) * cap <= entry[2]:
-                continue
-            options.append((entry[0], from_id, s, cap, entry))
-        if len(options) > 1:
-            options.sort()  # (unit_cost, from_id) is unique per sink: the sort never compares further
-        kept.extend((s, d, cap, e[1], e[2], e[3]) for _, _, s, cap, e in options[:keep])
-    if not kept:
+    src, snk = index.rows([s[0] for s in sources]), index.rows([d[0] for d in sinks])
+    spare = np.fromiter((s[1] for s in sources), np.int64, len(sources))
+    short = np.fromiter((d[1] for d in sinks), np.int64, len(sinks))
+    at = np.ix_(src, snk)
+    cost, unit, fixed = index.cost[at], index.unit[at], index.fixed[at]
+    cap = np.minimum.outer(spare, short)
+    cost[(fixed > 0) & ((penalty - unit) * cap <= fixed)] = np.inf
+    # Per sink (column), sources by unit cost; a stable sort keeps from_id order on ties.
+    order = np.argsort(cost, axis=0, kind="stable")[: policy.max_sources_per_destination].T
+    sink_of = np.broadcast_to(np.arange(len(sinks))[:, None], order.shape)
+    kept = np.isfinite(cost[order, sink_of])
+    tail_of, head_of = order[kept], sink_of[kept]  # by sink, then by unit cost
+    if not len(tail_of):
         return None
-
-    used_sources = sorted({arc[0] for arc in kept})
-    used_sinks = sorted({arc[1] for arc in kept})
-    source_at = {s: i for i, s in enumerate(used_sources)}
-    sink_at = {d: i for i, d in enumerate(used_sinks)}
+    used_sources, tail = np.unique(tail_of, return_inverse=True)
+    used_sinks, head = np.unique(head_of, return_inverse=True)
     return Network(
-        sources=[sources[s][0] for s in used_sources],
-        supply=[sources[s][1] for s in used_sources],
-        sinks=[sinks[d][0] for d in used_sinks],
-        demand=[sinks[d][1] for d in used_sinks],
-        tail=[source_at[a[0]] for a in kept],
-        head=[sink_at[a[1]] for a in kept],
-        cap=[a[2] for a in kept],
-        unit=[a[3] for a in kept],
-        fixed=[a[4] for a in kept],
-        lanes=[a[5] for a in kept],
+        sources=[sources[s][0] for s in used_sources.tolist()],
+        supply=spare[used_sources].tolist(),
+        sinks=[sinks[d][0] for d in used_sinks.tolist()],
+        demand=short[used_sinks].tolist(),
+        tail=tail.tolist(),
+        head=head.tolist(),
+        cap=cap[tail_of, head_of].tolist(),
+        unit=unit[tail_of, head_of].tolist(),
+        fixed=fixed[tail_of, head_of].tolist(),
+        lanes=index.lane[src[tail_of], snk[head_of]].tolist(),
         penalty=penalty,
     )
 

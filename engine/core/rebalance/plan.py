@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from engine.core.rebalance.cover import _shortfall, _surplus, _target
 from engine.core.rebalance.flow import profitable_flow, solve_flow
 from engine.core.rebalance.mip import solve_mip
-from engine.core.rebalance.model import Lane, Need, Policy, Proposal, SkuPlan
+from engine.core.rebalance.model import Basis, Lane, Need, Policy, Proposal, SkuPlan
 from engine.core.rebalance.network import LaneIndex, Network, build, index_lanes, objective
 from engine.errors import BadInput
 
@@ -115,14 +115,10 @@ def _proposals(
             continue
         from_id, to_id = net.sources[tail], net.sinks[head]
         (src, src_goal, spare), (dst, dst_goal, short) = at[from_id], at[to_id]
-        reason = (
-            f"{from_id} has {spare} over its target of {src_goal} "
-            f"(available {src.available}, in transit {src.in_transit_in}); "
-            f"{to_id} is {short} short of its target of {dst_goal} "
-            f"(available {max(0, dst.available)}, in transit {dst.in_transit_in}); "
-            f"target = {policy.target_days_cover:g} days of cover"
+        basis = Basis(
+            src.available, src.in_transit_in, src_goal, spare, max(0, dst.available), dst.in_transit_in, dst_goal, short
         )
         cost = round(lane.unit_cost * q + lane.fixed_cost, 2)
-        out.append(Proposal(from_id, to_id, sku, q, cost, q, reason))
+        out.append(Proposal(from_id, to_id, sku, q, cost, q, basis))
     out.sort(key=lambda p: (p.from_location_id, p.to_location_id))
     return out

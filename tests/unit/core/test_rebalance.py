@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from engine.core.geo import haversine_km
 from engine.core.rebalance import (
+    Basis,
     Lane,
     Need,
     Policy,
     SkuPlan,
     distance_lanes,
+    explain,
     plan_sku,
     rebalance,
     shortfall,
@@ -105,7 +107,8 @@ def test_proposal_reports_cost_and_reason():
     table = lanes(("A", "B", 0.333, 1.0))
     [p] = plan_sku(SKU, [need("A", 25), need("B", 4)], table, POLICY).proposals
     assert (p.sku, p.quantity, p.cost) == (SKU, 6, 3.0)  # 0.333 x 6 + 1 = 2.998
-    assert p.reason == (
+    assert p.basis == Basis(25, 0, 10, 15, 4, 0, 10, 6)
+    assert explain(p.from_location_id, p.to_location_id, p.basis, POLICY.target_days_cover) == (
         "A has 15 over its target of 10 (available 25, in transit 0); "
         "B is 6 short of its target of 10 (available 4, in transit 0); target = 10 days of cover"
     )
