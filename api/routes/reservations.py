@@ -41,6 +41,7 @@ class ReservationController(Controller):
                 ttl_seconds=data.ttl_seconds,
                 reference=data.reference,
                 idem_key=idempotency_key,
+                groups=request.app.state.reservation_groups,
             )
         )
 
