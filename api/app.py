@@ -28,6 +28,7 @@ from engine.config import Settings, load_costs
 from engine.services import runs
 from engine.services.group_commit import ReservationGroups
 from engine.services.keys import KeyRing
+from engine.services.reads import Reads
 from engine.store.db import create_pool
 
 MAX_BODY_BYTES = 1_000_000
@@ -40,6 +41,12 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(database_url, min_size=settings.pool_min, max_size=settings.pool_max)
         app.state.pool = pool
+        replica = None
+        if settings.read_database_url:
+            # No connection at start: a replica that is down must not stop the service.
+            replica = await create_pool(settings.read_database_url, min_size=0, max_size=settings.pool_max)
+        app.state.reads = Reads(pool, replica, max_lag_s=settings.read_max_lag_seconds)
+        app.state.reads.start()
         app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
         app.state.reservation_groups = ReservationGroups(pool)
         app.state.costs = load_costs(settings)
@@ -51,6 +58,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             await runs.stop_all()
+            await app.state.reads.close()
             await pool.close()
 
     return Litestar(

@@ -24,6 +24,8 @@ class Settings(msgspec.Struct, frozen=True):
     routing_run_minutes: float = 15.0
     routing_run_seconds: float = 30.0
     rebalancing_cron: str | None = "0 3 * * *"
+    read_database_url: str | None = None
+    read_max_lag_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True):
             routing_run_minutes=float(env.get("OMNIROUTE_ROUTING_RUN_MINUTES", "15")),
             routing_run_seconds=float(env.get("OMNIROUTE_ROUTING_RUN_SECONDS", "30")),
             rebalancing_cron=_cron(env.get("OMNIROUTE_REBALANCING_CRON", "0 3 * * *")),
+            read_database_url=env.get("OMNIROUTE_READ_DATABASE_URL") or None,
+            read_max_lag_seconds=float(env.get("OMNIROUTE_READ_MAX_LAG_SECONDS", "1")),
         )
 
 

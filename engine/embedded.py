@@ -127,12 +127,15 @@ class EmbeddedPostgres:
     def initialized(self) -> bool:
         return (self.pgdata / "PG_VERSION").exists()
 
-    def init(self) -> None:
+    def _prepare_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._as_user is not None:
             _make_traversable(self.data_dir)
             _make_traversable(self.bindir.parent)
             os.chown(self.data_dir, self._as_user.pw_uid, self._as_user.pw_gid)
+
+    def init(self) -> None:
+        self._prepare_dir()
         self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", "postgres")
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write(
@@ -185,3 +188,23 @@ class EmbeddedPostgres:
         if self._running_port() is not None:
             self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop")
             log.info("embedded PostgreSQL stopped")
+
+
+class EmbeddedStandby(EmbeddedPostgres):
+    """A streaming replica of the server at 127.0.0.1:`primary_port`, cloned with
+    `pg_basebackup -R` on first start (the primary must allow replication connections from
+    127.0.0.1, as an embedded server does). For trying read scaling on one machine and for
+    the tests that prove it; production replicas are the operator's."""
+
+    def __init__(self, data_dir: Path, primary_port: int, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.primary_port = primary_port
+
+    def init(self) -> None:
+        self._prepare_dir()
+        self._run(
+            "pg_basebackup",
+            *("-D", str(self.pgdata), "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres"),
+            *("--wal-method=stream", "--write-recovery-conf", "--checkpoint=fast"),
+            timeout=600,
+        )

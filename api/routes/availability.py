@@ -2,12 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import asyncpg
 import msgspec
 from litestar import Controller, get, post
 from litestar.params import QueryParameter, RequestBody
 
-from api.deps import AuthRequest, PoolDep, strict
+from api.deps import AuthRequest, strict
 from api.schemas import MAX_AVAILABILITY_SKUS, AvailabilityIn
 from engine.services.availability import AvailabilityResult, availability
 
@@ -20,7 +19,6 @@ class AvailabilityController(Controller):
     async def read(
         self,
         request: AuthRequest,
-        pool: PoolDep,
         sku: Annotated[
             list[str], QueryParameter(min_items=1, max_items=MAX_AVAILABILITY_SKUS, description="repeat for each SKU")
         ],
@@ -33,13 +31,15 @@ class AvailabilityController(Controller):
         body = msgspec.convert(
             {"skus": sku, "lat": lat, "lon": lon, "radius_km": radius_km, "pickup_limit": pickup_limit}, AvailabilityIn
         )
-        return await _answer(pool, body)
+        return await _answer(request, body)
 
     @post("/", operation_id="postAvailability", status_code=200)
-    async def query(self, request: AuthRequest, pool: PoolDep, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
+    async def query(self, request: AuthRequest, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
         data = await strict(request, data)
-        return await _answer(pool, data)
+        return await _answer(request, data)
 
 
-async def _answer(pool: asyncpg.Pool, q: AvailabilityIn) -> AvailabilityResult:
-    return await availability(pool, q.skus, lat=q.lat, lon=q.lon, radius_km=q.radius_km, pickup_limit=q.pickup_limit)
+async def _answer(request: AuthRequest, q: AvailabilityIn) -> AvailabilityResult:
+    return await availability(
+        request.app.state.reads, q.skus, lat=q.lat, lon=q.lon, radius_km=q.radius_km, pickup_limit=q.pickup_limit
+    )

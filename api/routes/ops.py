@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import PoolDep
@@ -23,8 +23,9 @@ class OpsController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", operation_id="readyz")
-    async def readyz(self, pool: PoolDep) -> Response:
-        """Ready when the database answers within 2 s and every migration is applied."""
+    async def readyz(self, request: Request, pool: PoolDep) -> Response:
+        """Ready when the database answers within 2 s and every migration is applied. A read
+        replica is reported, not required: without it the primary serves every read."""
         try:
             async with asyncio.timeout(2):
                 async with pool.acquire() as conn:
@@ -34,7 +35,10 @@ class OpsController(Controller):
             return problem(503, "Not ready", f"database unreachable: {exc.__class__.__name__}")
         if missing:
             return problem(503, "Not ready", "migrations pending", pending=missing)
-        return Response({"status": "ready"})
+        reads = request.app.state.reads
+        if reads.replica is None:
+            return Response({"status": "ready"})
+        return Response({"status": "ready", "read_replica": reads.status()})
 
     @get("/metrics", operation_id="metrics", media_type=CONTENT_TYPE_LATEST)
     async def metrics(self) -> Response:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
 import msgspec
 
 from engine.core.geo import bounding_box
 from engine.errors import BadInput
+from engine.services.reads import Reads
 from engine.store import availability as store
 
 
@@ -28,7 +28,7 @@ class AvailabilityResult(msgspec.Struct, kw_only=True):
 
 
 async def availability(
-    pool: asyncpg.Pool,
+    reads: Reads,
     skus: list[str],
     *,
     lat: float | None,
@@ -36,12 +36,14 @@ async def availability(
     radius_km: float,
     pickup_limit: int,
 ) -> AvailabilityResult:
-    """One statement, one round trip. Pickup lists are nearest first (ties by location id)
+    """One statement, one round trip, on the read replica when one is in use (see
+    engine.services.reads). Pickup lists are nearest first (ties by location id)
     and hold every active pickup location within `radius_km`, up to `pickup_limit`,
     including those with nothing available. Unknown SKUs are a BadInput."""
     box = bounding_box(lat, lon, radius_km) if lat is not None and lon is not None else (0.0, 0.0, 0.0, 0.0)
-    async with pool.acquire() as conn:
-        rows = await store.fetch(conn, skus, lat=lat, lon=lon, radius_km=radius_km, box=box, pickup_limit=pickup_limit)
+    rows = await reads.run(
+        lambda conn: store.fetch(conn, skus, lat=lat, lon=lon, radius_km=radius_km, box=box, pickup_limit=pickup_limit)
+    )
     by_sku: dict[str, SkuAvailability] = {}
     unknown = []
     for r in rows:
