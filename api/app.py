@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from api.deps import ApiKeyAuthentication, provide_pool
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import request_middleware
+from api.ratelimit import RateLimiter
 from api.routes.availability import AvailabilityController
 from api.routes.catalog import ItemController, LocationController
 from api.routes.keys import ApiKeyController
@@ -40,7 +41,12 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(database_url, min_size=settings.pool_min, max_size=settings.pool_max)
         app.state.pool = pool
-        app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
+        app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key, ttl=settings.key_cache_seconds)
+        app.state.rate_limiter = (
+            RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+            if settings.rate_limit_per_second > 0
+            else None
+        )
         app.state.reservation_groups = ReservationGroups(pool)
         app.state.costs = load_costs(settings)
         app.state.settings = settings

@@ -25,9 +25,18 @@ DATABASE_DOWN = (
 )
 
 
-def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> Response:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Response(content=_encoder.encode(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -102,7 +111,7 @@ def http_error(_: Request, exc: HTTPException) -> Response:
         413: "Request body too large",
         429: "Too many requests",
     }.get(exc.status_code, "Bad request" if exc.status_code < 500 else "Error")
-    return problem(exc.status_code, title, exc.detail or title, type_=_slug(title))
+    return problem(exc.status_code, title, exc.detail or title, type_=_slug(title), headers=exc.headers)
 
 
 def database_unavailable(request: Request, exc: Exception) -> Response:

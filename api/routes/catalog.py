@@ -6,7 +6,7 @@ from litestar import Controller, Response, get, post, put
 from litestar.params import PathParameter, QueryParameter, RequestBody
 
 from api.deps import AuthRequest, PoolDep, strict
-from api.schemas import ID_PATTERN, ItemIn, ItemsBulkIn, LocationIn
+from api.schemas import ID_PATTERN, MAX_PAGE, ItemIn, ItemsBulkIn, LocationIn
 from engine.core.model import Item, Location
 from engine.services import catalog
 
@@ -37,7 +37,7 @@ class LocationController(Controller):
         pool: PoolDep,
         kind: Annotated[str | None, QueryParameter(pattern="^(store|warehouse)$")] = None,
         after: Annotated[str | None, QueryParameter(max_length=64, description="keyset cursor")] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 500,
     ) -> list[Location]:
         return await catalog.list_locations(pool, request.user, kind=kind, after=after, limit=limit)
 

@@ -8,11 +8,11 @@ from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter, PathParameter, RequestBody
 
 from api.deps import AuthRequest, PoolDep, strict
-from api.schemas import DemandIn, RebalancingRunIn, RoutingRunIn
+from api.schemas import MAX_PAGE, MAX_RUNS_PAGE, DemandIn, RebalancingRunIn, RoutingRunIn
 from engine.services import rebalancing, routing_runs
 from engine.services.routing_runs import RunOptions, RunOut
 
-Limit = Annotated[int, Parameter(ge=1, le=100, description="most recent first")]
+Limit = Annotated[int, Parameter(ge=1, le=MAX_RUNS_PAGE, description="most recent first")]
 RunId = Annotated[UUID, PathParameter()]
 _run_in = msgspec.json.Decoder(RoutingRunIn)
 
@@ -49,7 +49,7 @@ class RoutingRunController(Controller):
 
 _rebalancing_in = msgspec.json.Decoder(RebalancingRunIn)
 After = Annotated[int, Parameter(ge=0, description="proposals after this proposal_no")]
-PageSize = Annotated[int, Parameter(ge=1, le=1000)]
+PageSize = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
 TransferId = Annotated[UUID, PathParameter()]
 
 

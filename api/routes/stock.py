@@ -6,7 +6,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import QueryParameter, RequestBody
 
 from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
-from api.schemas import ID_PATTERN, MovementsIn
+from api.schemas import ID_PATTERN, MAX_PAGE, MovementsIn
 from engine.core.model import MovementKind, Position
 from engine.core.stock import MovementLine
 from engine.services import stock
@@ -50,7 +50,7 @@ class StockController(Controller):
         after_location_id: Annotated[
             str | None, QueryParameter(pattern=ID_PATTERN, description="keyset cursor: last location")
         ] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 200,
     ) -> list[Position]:
         after = (after_sku, after_location_id or "") if after_sku else None
         return await stock.list_positions(pool, sku=sku, location_id=location_id, after=after, limit=limit)

@@ -7,6 +7,7 @@ Probes and the OpenAPI document need no key. Keys are stored hashed.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -333,3 +334,14 @@ async def test_created_keys_work_at_once_and_are_stored_only_hashed(network, db)
         assert k["key"] not in dumped, "a plaintext key is stored"
         assert k["key"].encode() not in raw, "a plaintext key is stored"
         assert k["key"].removeprefix("omr_") not in dumped, "the secret part of a key is stored"
+
+
+async def test_a_refusal_is_logged_and_counted_with_its_own_status_and_carries_a_request_id(network, caplog):
+    caplog.set_level(logging.INFO, logger="omniroute.access")
+    r = await send(network, "GET", "/v1/stock", "Bearer omr_not-a-real-key", params={"sku": "SKU-A"})
+    assert_problem(r, 401)
+    assert len(r.headers["x-request-id"]) == 32
+    lines = [rec for rec in caplog.records if rec.name == "omniroute.access"]
+    assert [rec.fields["status"] for rec in lines] == [401], [rec.getMessage() for rec in lines]
+    metrics = (await send(network, "GET", "/metrics", None)).text
+    assert 'omniroute_http_requests_total{method="GET",route="/v1/stock",status="401"}' in metrics
