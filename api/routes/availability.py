@@ -8,6 +8,7 @@ from litestar import Controller, get, post
 from litestar.params import QueryParameter, RequestBody
 
 from api.deps import AuthRequest, PoolDep, strict
+from api.errors import problems
 from api.schemas import MAX_AVAILABILITY_SKUS, AvailabilityIn
 from engine.services.availability import AvailabilityResult, availability
 
@@ -16,7 +17,7 @@ class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
 
-    @get("/", operation_id="getAvailability")
+    @get("/", operation_id="getAvailability", responses=problems(400))
     async def read(
         self,
         request: AuthRequest,
@@ -35,7 +36,7 @@ class AvailabilityController(Controller):
         )
         return await _answer(pool, body)
 
-    @post("/", operation_id="postAvailability", status_code=200)
+    @post("/", operation_id="postAvailability", responses=problems(400, 413), status_code=200)
     async def query(self, request: AuthRequest, pool: PoolDep, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
         data = await strict(request, data)
         return await _answer(pool, data)

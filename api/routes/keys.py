@@ -6,6 +6,7 @@ from litestar import Controller, Response, delete, get, post
 from litestar.params import PathParameter, QueryParameter, RequestBody
 
 from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.errors import problems
 from api.schemas import ID_PATTERN, MAX_PAGE, ApiKeyIn
 from engine.services import keys
 
@@ -19,6 +20,7 @@ class ApiKeyController(Controller):
     @post(
         "/",
         operation_id="createApiKey",
+        responses=problems(400, 403, 409, 413, 422),
         status_code=201,
         description="The secret is in this answer only. A retry with the same Idempotency-Key is a 409 naming the key.",
     )
@@ -35,7 +37,12 @@ class ApiKeyController(Controller):
         )
         return Response(body, status_code=201, media_type="application/json")
 
-    @get("/", operation_id="listApiKeys", description="Every key, revoked ones too, without secrets; by key_id.")
+    @get(
+        "/",
+        operation_id="listApiKeys",
+        responses=problems(400, 403),
+        description="Every key, revoked ones too, without secrets; by key_id.",
+    )
     async def list_keys(
         self,
         request: AuthRequest,
@@ -50,6 +57,7 @@ class ApiKeyController(Controller):
     @delete(
         "/{key_id:str}",
         operation_id="revokeApiKey",
+        responses=problems(400, 403, 404),
         status_code=204,
         description="Revoke a key: 401 for it from then on (other service processes: within "
         "OMNIROUTE_KEY_CACHE_SECONDS). Revoking it again is a 204 too; an unknown key_id is a 404.",

@@ -6,6 +6,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import QueryParameter, RequestBody
 
 from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.errors import problems
 from api.schemas import ID_PATTERN, MAX_PAGE, MovementsIn
 from engine.core.model import MovementKind, Position
 from engine.core.stock import MovementLine
@@ -19,7 +20,7 @@ class StockController(Controller):
     path = "/v1/stock"
     tags = ["stock"]
 
-    @post("/movements", operation_id="recordMovements", status_code=201)
+    @post("/movements", operation_id="recordMovements", responses=problems(400, 403, 409, 413, 422), status_code=201)
     async def movements(
         self,
         request: AuthRequest,
@@ -37,7 +38,7 @@ class StockController(Controller):
         )
         return Response(body, status_code=status, media_type="application/json")
 
-    @get("/", operation_id="listStock")
+    @get("/", operation_id="listStock", responses=problems(400, 422))
     async def positions(
         self,
         request: AuthRequest,
