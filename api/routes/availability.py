@@ -17,7 +17,7 @@ class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
 
-    @get("/", operation_id="getAvailability", responses=problems(400))
+    @get("/", operation_id="getAvailability", responses=problems(400, 422))
     async def read(
         self,
         request: AuthRequest,
@@ -36,7 +36,7 @@ class AvailabilityController(Controller):
         )
         return await _answer(pool, body)
 
-    @post("/", operation_id="postAvailability", responses=problems(400, 413), status_code=200)
+    @post("/", operation_id="postAvailability", responses=problems(400, 413, 422), status_code=200)
     async def query(self, request: AuthRequest, pool: PoolDep, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
         data = await strict(request, data)
         return await _answer(pool, data)
