@@ -7,8 +7,8 @@ The rules come from the app's own OpenAPI document, so the check and the documen
 
 from __future__ import annotations
 
-from collections import Counter
-from urllib.parse import parse_qsl
+import re
+from urllib.parse import unquote_plus
 
 import msgspec
 from litestar import Litestar, Request
@@ -45,32 +45,44 @@ def query_rules(app: Litestar) -> dict[str, QueryRule]:
     return rules
 
 
+_NAME = re.compile(rb"(?:^|&)([^=&]*)(=?)")
+
+
+def _names(query: bytes) -> list[str]:
+    """Parameter names in the order given (values are left to Litestar): a few µs a request.
+    An empty name before `=` counts (it is unknown); an empty part (`a=1&&b=2`) does not."""
+    names = [name for name, eq in _NAME.findall(query) if name or eq]
+    if b"%" in query or b"+" in query:
+        return [unquote_plus(name.decode("latin-1"), encoding="utf-8") for name in names]
+    return [name.decode("latin-1") for name in names]
+
+
+def _errors(names: list[str], rule: QueryRule) -> list[dict[str, str]]:
+    errors, seen = [], set()
+    for name in names:
+        if name not in rule.names:
+            errors.append({"field": name, "message": "unknown query parameter"})
+        elif name in seen and name not in rule.repeatable:
+            errors.append({"field": name, "message": "given more than once"})
+        seen.add(name)
+    return [dict(t) for t in {tuple(e.items()): e for e in errors}]  # each once, in order
+
+
 def strict_query(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         query = scope.get("query_string")
         if query and scope["type"] == "http":
-            handler = scope["route_handler"]
-            rule = scope["litestar_app"].state.query_rules.get(handler.operation_id)
-            if rule is not None:
-                counts = Counter(name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-                errors = [
-                    {"field": name, "message": "unknown query parameter"} for name in counts if name not in rule.names
-                ] + [
-                    {"field": name, "message": "given more than once"}
-                    for name, n in counts.items()
-                    if n > 1 and name in rule.names and name not in rule.repeatable
-                ]
-                if errors:
-                    response = problem(
-                        400,
-                        "Invalid request",
-                        f"unknown or repeated query parameters: {', '.join(e['field'] for e in errors)}",
-                        type_="/problems/invalid-request",
-                        errors=errors,
-                    )
-                    request = Request(scope)
-                    await response.to_asgi_response(app=None, request=request)(scope, receive, send)
-                    return
+            rule = scope["litestar_app"].state.query_rules.get(scope["route_handler"].operation_id)
+            if rule is not None and (errors := _errors(_names(query), rule)):
+                response = problem(
+                    400,
+                    "Invalid request",
+                    f"unknown or repeated query parameters: {', '.join(e['field'] for e in errors)}",
+                    type_="/problems/invalid-request",
+                    errors=errors,
+                )
+                await response.to_asgi_response(app=None, request=Request(scope))(scope, receive, send)
+                return
         await app(scope, receive, send)
 
     return middleware

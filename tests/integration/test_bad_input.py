@@ -1195,3 +1195,37 @@ async def test_a_body_of_exactly_one_megabyte_passes_and_one_byte_more_is_a_413(
     )
     assert status == 413 and headers["content-type"].startswith("application/problem+json"), answer
     assert await row_counts(db) == before
+
+
+# --- query strings are strict too --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field", "message"),
+    [
+        ("/v1/stock", b"sku=SKU-A&locaton_id=STORE-NYC", "locaton_id", "unknown query parameter"),
+        ("/v1/locations", b"limit=5&limit=6", "limit", "given more than once"),
+        ("/v1/availability", b"sku=SKU-A&lat=40.7&lon=-74&lat=41", "lat", "given more than once"),
+        ("/v1/items/SKU-A", b"verbose=1", "verbose", "unknown query parameter"),
+        ("/v1/api-keys", b"=x", "", "unknown query parameter"),
+        ("/v1/routing-runs", b"lim%69t=5&lim%69t=6", "limit", "given more than once"),
+    ],
+    ids=["typo", "repeated-limit", "repeated-lat", "no-query-params-at-all", "empty-name", "percent-encoded-name"],
+)
+async def test_an_unknown_or_repeated_query_parameter_is_a_400_problem_naming_it(
+    network, db, path, query, field, message
+):
+    body = await check(network, db, "GET", f"{path}?{query.decode()}", {}, 400, None)
+    assert {"field": field, "message": message} in body["errors"], body
+
+
+async def test_a_list_parameter_may_repeat_and_empty_parts_are_ignored(network, db):
+    r = await network.get("/v1/availability?sku=SKU-A&&sku=SKU-B&")
+    assert r.status_code == 200, r.text
+    assert [a["sku"] for a in r.json()["skus"]] == ["SKU-A", "SKU-B"]
+
+
+async def test_a_write_with_an_unknown_query_parameter_writes_nothing(network, db):
+    await check(
+        network, db, "POST", "/v1/stock/movements?dry_run=true", {"json": mv(), "headers": IDEM}, 400, "dry_run"
+    )
