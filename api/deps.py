@@ -53,8 +53,8 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         except (Unauthorized, RateLimited) as exc:
             # Raised by authenticate_request only: answered here, inside the request
             # middleware, so the refusal is logged and counted with its own status.
-            response = refusal(Request(scope), exc)
-            await response.to_asgi_response(app=None, request=Request(scope))(scope, receive, send)
+            request = Request(scope)
+            await refusal(request, exc).to_asgi_response(app=None, request=request)(scope, receive, send)
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")

@@ -58,14 +58,20 @@ def _names(query: bytes) -> list[str]:
 
 
 def _errors(names: list[str], rule: QueryRule) -> list[dict[str, str]]:
-    errors, seen = [], set()
+    """One error per offending name, in the order the names came."""
+    errors, seen, reported = [], set(), set()
     for name in names:
         if name not in rule.names:
-            errors.append({"field": name, "message": "unknown query parameter"})
+            message = "unknown query parameter"
         elif name in seen and name not in rule.repeatable:
-            errors.append({"field": name, "message": "given more than once"})
+            message = "given more than once"
+        else:
+            message = None
+        if message and name not in reported:
+            errors.append({"field": name, "message": message})
+            reported.add(name)
         seen.add(name)
-    return [dict(t) for t in {tuple(e.items()): e for e in errors}]  # each once, in order
+    return errors
 
 
 def strict_query(app: ASGIApp) -> ASGIApp:
