@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Response, Router
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -13,8 +13,10 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from api.deps import ApiKeyAuthentication, provide_pool
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, problem
 from api.observability import request_middleware
+from api.query import query_rules, strict_query
+from api.ratelimit import RateLimiter
 from api.routes.availability import AvailabilityController
 from api.routes.catalog import ItemController, LocationController
 from api.routes.keys import ApiKeyController
@@ -34,6 +36,13 @@ from engine.store.db import create_pool
 MAX_BODY_BYTES = 1_000_000
 
 
+def _docs_not_found(response: Response) -> Response:
+    """Litestar answers an unknown page under /schema with an HTML 404; every error here is a problem."""
+    if response.status_code == 404:
+        return problem(404, "Not found", "no such page of the API documentation", type_="/problems/not-found")
+    return response
+
+
 def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
 
@@ -47,10 +56,16 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             replica = await create_pool(settings.read_database_url, min_size=0, max_size=settings.pool_max)
         app.state.reads = Reads(pool, replica, max_lag_s=settings.read_max_lag_seconds)
         app.state.reads.start()
-        app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key)
+        app.state.keyring = KeyRing(pool, settings.bootstrap_admin_key, ttl=settings.key_cache_seconds)
+        app.state.rate_limiter = (
+            RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+            if settings.rate_limit_per_second > 0
+            else None
+        )
         app.state.reservation_groups = ReservationGroups(pool)
         app.state.costs = load_costs(settings)
         app.state.settings = settings
+        app.state.query_rules = query_rules(app)
         scheduler = start_scheduler(pool, settings, app.state.costs) if settings.scheduler else None
         try:
             yield
@@ -78,7 +93,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_middleware, DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"])],
+        middleware=[request_middleware, DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"]), strict_query],
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # api.observability configures JSON logs
@@ -87,6 +102,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             version="1",
             description="Retail order and inventory orchestration.",
             path="/schema",
+            openapi_router=Router("/schema", route_handlers=[], include_in_schema=False, after_request=_docs_not_found),
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
             components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
             security=[{"bearer": []}],

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 
 from engine.errors import EngineError, Unauthorized
 
@@ -25,9 +26,58 @@ DATABASE_DOWN = (
 )
 
 
-def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> Response:
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True):
+    """RFC 9457 problem details, as every error is answered. Some problems carry more
+    members (`shortages`, `key_id`, `location_ids`, …); `errors` names offending fields."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+_MEANING = {
+    400: "The request does not match the schema (types, bounds, unknown fields, malformed JSON).",
+    401: "No valid API key (missing, unknown or revoked).",
+    403: "The key's role, or the POS key's store, does not allow this.",
+    404: "No such resource (or not one this key may see).",
+    409: "The request clashes with the current state, or an Idempotency-Key was reused with another request.",
+    413: "The body is over the size limit.",
+    422: "Well-formed, but names an unknown SKU or location, repeats a line, or asks for something not allowed.",
+    429: "This key is over its rate limit; retry after the Retry-After seconds.",
+    503: "The database is not reachable; retry shortly.",
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI responses for the problems an authenticated operation may answer: those
+    given, plus 401, 429 and 503, which any of them can."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem, media_type=PROBLEM, description=_MEANING[status], generate_examples=False
+        )
+        for status in sorted({*statuses, 401, 429, 503})
+    }
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
     body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Response(content=_encoder.encode(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -102,7 +152,7 @@ def http_error(_: Request, exc: HTTPException) -> Response:
         413: "Request body too large",
         429: "Too many requests",
     }.get(exc.status_code, "Bad request" if exc.status_code < 500 else "Error")
-    return problem(exc.status_code, title, exc.detail or title, type_=_slug(title))
+    return problem(exc.status_code, title, exc.detail or title, type_=_slug(title), headers=exc.headers)
 
 
 def database_unavailable(request: Request, exc: Exception) -> Response:
@@ -130,4 +180,4 @@ EXCEPTION_HANDLERS = {
     Exception: unexpected_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "Unauthorized", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "Problem", "Unauthorized", "problem", "problems"]

@@ -19,6 +19,8 @@ MAX_MOVEMENTS = 1_000
 MAX_BULK_ITEMS = 10_000
 MAX_AVAILABILITY_SKUS = 100
 MAX_QUANTITY = 1_000_000
+MAX_PAGE = 1_000  # rows in one page of a list (locations, stock, keys, proposals)
+MAX_RUNS_PAGE = 100
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Id = Annotated[str, Meta(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -")]

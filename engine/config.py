@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -26,11 +27,19 @@ class Settings(msgspec.Struct, frozen=True):
     rebalancing_cron: str | None = "0 3 * * *"
     read_database_url: str | None = None
     read_max_lag_seconds: float = 1.0
+    key_cache_seconds: float = 5.0
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         data_dir = env.get("OMNIROUTE_DATA_DIR") or platformdirs.user_data_dir("omniroute")
+        rate = _number(env, "OMNIROUTE_RATE_LIMIT_PER_SECOND", "0", high=1e6)
+        # A burst of one second's worth unless set; a limit needs room for at least one request.
+        burst = int(_number(env, "OMNIROUTE_RATE_LIMIT_BURST", str(math.ceil(rate)), high=1e9, integer=True))
+        if rate > 0 and burst < 1:
+            raise ValueError("OMNIROUTE_RATE_LIMIT_BURST must be at least 1 when a rate limit is set")
         return cls(
             database_url=env.get("OMNIROUTE_DATABASE_URL") or None,
             data_dir=Path(data_dir).expanduser().resolve(),
@@ -48,7 +57,22 @@ class Settings(msgspec.Struct, frozen=True):
             rebalancing_cron=_cron(env.get("OMNIROUTE_REBALANCING_CRON", "0 3 * * *")),
             read_database_url=env.get("OMNIROUTE_READ_DATABASE_URL") or None,
             read_max_lag_seconds=float(env.get("OMNIROUTE_READ_MAX_LAG_SECONDS", "1")),
+            key_cache_seconds=_number(env, "OMNIROUTE_KEY_CACHE_SECONDS", "5", high=60),
+            rate_limit_per_second=rate,
+            rate_limit_burst=burst,
         )
+
+
+def _number(env: dict[str, str], name: str, default: str, *, high: float, integer: bool = False) -> float:
+    """A number in [0, high] (a whole one if `integer`); anything else stops the start, naming the variable."""
+    raw = env.get(name, default).strip() or default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a {'whole ' if integer else ''}number") from None
+    if not (0 <= value <= high):
+        raise ValueError(f"{name}={raw!r}: expected a number from 0 to {high}")
+    return value
 
 
 def _flag(value: str) -> bool:

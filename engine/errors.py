@@ -5,7 +5,8 @@ EngineError
 ├── NotFound          a named resource does not exist (404)
 ├── Conflict          the request clashes with current state (409)
 │   ├── OutOfStock    not enough `available` for one or more lines
-│   └── IdempotencyMismatch   a reused Idempotency-Key with another body
+│   ├── IdempotencyMismatch   a reused Idempotency-Key with another body
+│   └── KeyAlreadyIssued      a retried key creation: the secret was shown once
 ├── Unauthorized      no valid API key (401)
 └── Forbidden         the key's role or store does not allow this (403)
 """
@@ -46,6 +47,10 @@ class OutOfStock(Conflict):
 
 class IdempotencyMismatch(Conflict):
     title = "Idempotency key reused with a different request"
+
+
+class KeyAlreadyIssued(Conflict):
+    title = "API key already issued"
 
 
 class Unauthorized(EngineError):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from litestar.testing import AsyncTestClient
 
+from api.app import create_app
+from engine.config import Settings
 from tests.conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -117,3 +121,14 @@ def assert_problem(r: Any, status: int, field: str | None = None) -> dict[str, A
         assert all({"field", "message"} <= e.keys() for e in errors), errors
         assert any(field in e["field"] for e in errors), f"no error names {field!r}: {errors}"
     return body
+
+
+@asynccontextmanager
+async def service(database_url: str, **env: str) -> AsyncIterator[AsyncTestClient]:
+    """Another service process, as far as a test can tell: its own app, pool, key cache and
+    rate limiter over the same database; `env` overrides its settings (no scheduler)."""
+    settings = Settings.from_env(
+        {"OMNIROUTE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "OMNIROUTE_POOL_MAX": "5", "OMNIROUTE_SCHEDULER": "off", **env}
+    )
+    async with AsyncTestClient(app=create_app(database_url, settings), raise_server_exceptions=False) as client:
+        yield client

@@ -7,6 +7,7 @@ from litestar import Controller, get, post
 from litestar.params import QueryParameter, RequestBody
 
 from api.deps import AuthRequest, strict
+from api.errors import problems
 from api.schemas import MAX_AVAILABILITY_SKUS, AvailabilityIn
 from engine.services.availability import AvailabilityResult, availability
 
@@ -15,7 +16,7 @@ class AvailabilityController(Controller):
     path = "/v1/availability"
     tags = ["availability"]
 
-    @get("/", operation_id="getAvailability")
+    @get("/", operation_id="getAvailability", responses=problems(400, 422))
     async def read(
         self,
         request: AuthRequest,
@@ -33,7 +34,7 @@ class AvailabilityController(Controller):
         )
         return await _answer(request, body)
 
-    @post("/", operation_id="postAvailability", status_code=200)
+    @post("/", operation_id="postAvailability", responses=problems(400, 413, 422), status_code=200)
     async def query(self, request: AuthRequest, data: RequestBody[AvailabilityIn]) -> AvailabilityResult:
         data = await strict(request, data)
         return await _answer(request, data)

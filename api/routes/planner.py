@@ -8,11 +8,12 @@ from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter, PathParameter, RequestBody
 
 from api.deps import AuthRequest, PoolDep, strict
-from api.schemas import DemandIn, RebalancingRunIn, RoutingRunIn
+from api.errors import problems
+from api.schemas import MAX_PAGE, MAX_RUNS_PAGE, DemandIn, RebalancingRunIn, RoutingRunIn
 from engine.services import rebalancing, routing_runs
 from engine.services.routing_runs import RunOptions, RunOut
 
-Limit = Annotated[int, Parameter(ge=1, le=100, description="most recent first")]
+Limit = Annotated[int, Parameter(ge=1, le=MAX_RUNS_PAGE, description="most recent first")]
 RunId = Annotated[UUID, PathParameter()]
 _run_in = msgspec.json.Decoder(RoutingRunIn)
 
@@ -30,6 +31,7 @@ class RoutingRunController(Controller):
     @post(
         "/",
         operation_id="startRoutingRun",
+        responses=problems(400, 403, 409, 413),
         status_code=202,
         description="Start a batch re-brokering run in the background (body optional). 409 names the running run.",
     )
@@ -38,18 +40,18 @@ class RoutingRunController(Controller):
         options = msgspec.convert(msgspec.to_builtins(body), RunOptions)
         return await routing_runs.trigger(pool, request.user, options, request.app.state.costs)
 
-    @get("/", operation_id="listRoutingRuns")
+    @get("/", operation_id="listRoutingRuns", responses=problems(400, 403))
     async def list_runs(self, request: AuthRequest, pool: PoolDep, limit: Limit = 20) -> list[RunOut]:
         return await routing_runs.recent(pool, request.user, limit)
 
-    @get("/{run_id:uuid}", operation_id="getRoutingRun")
+    @get("/{run_id:uuid}", operation_id="getRoutingRun", responses=problems(400, 403, 404))
     async def read(self, request: AuthRequest, pool: PoolDep, run_id: RunId) -> RunOut:
         return await routing_runs.get(pool, request.user, run_id)
 
 
 _rebalancing_in = msgspec.json.Decoder(RebalancingRunIn)
 After = Annotated[int, Parameter(ge=0, description="proposals after this proposal_no")]
-PageSize = Annotated[int, Parameter(ge=1, le=1000)]
+PageSize = Annotated[int, Parameter(ge=1, le=MAX_PAGE)]
 TransferId = Annotated[UUID, PathParameter()]
 
 
@@ -71,7 +73,7 @@ class DemandController(Controller):
     path = "/v1/demand"
     tags = ["planner"]
 
-    @put("/", operation_id="putDemand", status_code=200)
+    @put("/", operation_id="putDemand", responses=problems(400, 403, 413, 422), status_code=200)
     async def put_demand(self, request: AuthRequest, pool: PoolDep, data: RequestBody[DemandIn]) -> dict:
         data = await strict(request, data)
         rows = [rebalancing.DemandRow(r.sku, r.location_id, r.units_per_day) for r in data.demand]
@@ -85,6 +87,7 @@ class RebalancingRunController(Controller):
     @post(
         "/",
         operation_id="startRebalancingRun",
+        responses=problems(400, 403, 409, 413, 422),
         status_code=202,
         description="Propose transfers in the background (body optional). 409 names the running run.",
     )
@@ -94,13 +97,18 @@ class RebalancingRunController(Controller):
         body = await optional_body(request, _rebalancing_in)
         return await rebalancing.trigger(pool, request.user, _options(body))
 
-    @get("/{run_id:uuid}", operation_id="getRebalancingRun")
+    @get("/{run_id:uuid}", operation_id="getRebalancingRun", responses=problems(400, 403, 404))
     async def read(
         self, request: AuthRequest, pool: PoolDep, run_id: RunId, after: After = 0, limit: PageSize = 100
     ) -> rebalancing.RebalancingRunOut:
         return await rebalancing.get(pool, request.user, run_id, after=after, limit=limit)
 
-    @post("/{run_id:uuid}/apply", operation_id="applyRebalancingRun", status_code=202)
+    @post(
+        "/{run_id:uuid}/apply",
+        operation_id="applyRebalancingRun",
+        responses=problems(400, 403, 404, 409),
+        status_code=202,
+    )
     async def apply(self, request: AuthRequest, pool: PoolDep, run_id: RunId) -> rebalancing.RebalancingRunOut:
         return await rebalancing.apply(pool, request.user, run_id)
 
@@ -109,10 +117,15 @@ class TransferController(Controller):
     path = "/v1/transfers"
     tags = ["planner"]
 
-    @get("/{transfer_id:uuid}", operation_id="getTransfer")
+    @get("/{transfer_id:uuid}", operation_id="getTransfer", responses=problems(400, 403, 404))
     async def read(self, request: AuthRequest, pool: PoolDep, transfer_id: TransferId) -> rebalancing.TransferOut:
         return await rebalancing.get_transfer(pool, request.user, transfer_id)
 
-    @post("/{transfer_id:uuid}/receive", operation_id="receiveTransfer", status_code=200)
+    @post(
+        "/{transfer_id:uuid}/receive",
+        operation_id="receiveTransfer",
+        responses=problems(400, 403, 404, 409),
+        status_code=200,
+    )
     async def receive(self, request: AuthRequest, pool: PoolDep, transfer_id: TransferId) -> rebalancing.TransferOut:
         return await rebalancing.receive(pool, request.user, transfer_id)

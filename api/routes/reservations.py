@@ -7,6 +7,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import PathParameter, RequestBody
 
 from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.errors import problems
 from api.schemas import ExtendIn, ReservationIn
 from engine.core.reservations import Line
 from engine.services import reservations
@@ -23,7 +24,7 @@ class ReservationController(Controller):
     path = "/v1/reservations"
     tags = ["reservations"]
 
-    @post("/", operation_id="createReservation", status_code=201)
+    @post("/", operation_id="createReservation", responses=problems(400, 403, 409, 413, 422), status_code=201)
     async def create(
         self,
         request: AuthRequest,
@@ -45,23 +46,38 @@ class ReservationController(Controller):
             )
         )
 
-    @get("/{reservation_id:uuid}", operation_id="getReservation")
+    @get("/{reservation_id:uuid}", operation_id="getReservation", responses=problems(400, 403, 404))
     async def read(self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId) -> ReservationOut:
         return await reservations.get(pool, request.user, reservation_id)
 
-    @post("/{reservation_id:uuid}/commit", operation_id="commitReservation", status_code=200)
+    @post(
+        "/{reservation_id:uuid}/commit",
+        operation_id="commitReservation",
+        responses=problems(400, 403, 404, 409),
+        status_code=200,
+    )
     async def commit(
         self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
     ) -> Response[ReservationOut]:
         return _json(*await reservations.commit(pool, request.user, reservation_id, idempotency_key))
 
-    @post("/{reservation_id:uuid}/release", operation_id="releaseReservation", status_code=200)
+    @post(
+        "/{reservation_id:uuid}/release",
+        operation_id="releaseReservation",
+        responses=problems(400, 403, 404, 409),
+        status_code=200,
+    )
     async def release(
         self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
     ) -> Response[ReservationOut]:
         return _json(*await reservations.release(pool, request.user, reservation_id, idempotency_key))
 
-    @post("/{reservation_id:uuid}/extend", operation_id="extendReservation", status_code=200)
+    @post(
+        "/{reservation_id:uuid}/extend",
+        operation_id="extendReservation",
+        responses=problems(400, 403, 404, 409, 413),
+        status_code=200,
+    )
     async def extend(
         self,
         request: AuthRequest,

@@ -6,7 +6,8 @@ from litestar import Controller, Response, get, post
 from litestar.params import QueryParameter, RequestBody
 
 from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
-from api.schemas import ID_PATTERN, MovementsIn
+from api.errors import problems
+from api.schemas import ID_PATTERN, MAX_PAGE, MovementsIn
 from engine.core.model import MovementKind, Position
 from engine.core.stock import MovementLine
 from engine.services import stock
@@ -19,7 +20,7 @@ class StockController(Controller):
     path = "/v1/stock"
     tags = ["stock"]
 
-    @post("/movements", operation_id="recordMovements", status_code=201)
+    @post("/movements", operation_id="recordMovements", responses=problems(400, 403, 409, 413, 422), status_code=201)
     async def movements(
         self,
         request: AuthRequest,
@@ -37,7 +38,7 @@ class StockController(Controller):
         )
         return Response(body, status_code=status, media_type="application/json")
 
-    @get("/", operation_id="listStock")
+    @get("/", operation_id="listStock", responses=problems(400, 422))
     async def positions(
         self,
         request: AuthRequest,
@@ -50,7 +51,7 @@ class StockController(Controller):
         after_location_id: Annotated[
             str | None, QueryParameter(pattern=ID_PATTERN, description="keyset cursor: last location")
         ] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 200,
     ) -> list[Position]:
         after = (after_sku, after_location_id or "") if after_sku else None
         return await stock.list_positions(pool, sku=sku, location_id=location_id, after=after, limit=limit)

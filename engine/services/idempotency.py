@@ -32,6 +32,7 @@ async def run(
     work: Work,
     *,
     single_statement: bool = False,
+    keep: Callable[[msgspec.Struct], msgspec.Struct] | None = None,
 ) -> tuple[int, bytes]:
     """Run `work` in one transaction and return (status, encoded answer).
 
@@ -42,6 +43,9 @@ async def run(
     `single_statement`: `work` issues one statement, which is its own transaction, so
     without a key no BEGIN/COMMIT round trips are spent (and row locks are held only for
     that statement and its commit).
+
+    `keep`: what to store for retries instead of the answer itself (an answer holding a
+    secret that must not rest in the database).
     """
     digest = request_hash(operation, body) if idem_key else b""
 
@@ -61,7 +65,8 @@ async def run(
             status, result = await work(conn)
             encoded = _encoder.encode(result)
             if idem_key is not None:
-                await store.finish(conn, caller.key_id, idem_key, status, encoded)
+                kept = encoded if keep is None else _encoder.encode(keep(result))
+                await store.finish(conn, caller.key_id, idem_key, status, kept)
             return status, encoded
 
     return await with_retry(attempt)

@@ -11,6 +11,7 @@ kind, duplicate lines, key roles) is 422.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -931,7 +932,8 @@ async def test_a_bad_idempotency_key_header_is_a_400_problem_and_writes_nothing(
         ("DELETE", "/v1/items/SKU-A"),
         ("GET", "/v1/items/bulk"),
         ("PUT", "/v1/availability"),
-        ("GET", "/v1/api-keys"),
+        ("PUT", "/v1/api-keys"),
+        ("GET", "/v1/api-keys/key_000000000000"),
         ("DELETE", "/v1/stock"),
         ("POST", "/healthz"),
     ],
@@ -1027,3 +1029,203 @@ async def test_requests_exactly_at_the_list_limits_are_accepted(network, db):
     assert r.status_code == 200, r.text
     r = await network.get("/v1/availability", params={"sku": [f"SKU-{i:05d}" for i in range(100)]})
     assert r.status_code == 200, r.text
+
+
+# --- every limit at its boundary: the maximum passes, one more is refused whole ------------
+
+PAGE_LIMITS = [
+    ("/v1/locations", 1000),
+    ("/v1/stock", 1000),
+    ("/v1/api-keys", 1000),
+    ("/v1/routing-runs", 100),
+    ("/v1/rebalancing-runs/00000000-0000-0000-0000-000000000001", 1000),  # validated before the lookup: 404
+]
+
+
+@pytest.mark.parametrize(("path", "limit"), PAGE_LIMITS, ids=[p for p, _ in PAGE_LIMITS])
+async def test_page_sizes_have_a_maximum(network, db, path, limit):
+    params = {"location_id": "STORE-NYC"} if path == "/v1/stock" else {}
+    r = await network.get(path, params={**params, "limit": limit})
+    assert r.status_code == (404 if "rebalancing" in path else 200), r.text
+    await check(network, db, "GET", path, {"params": {**params, "limit": limit + 1}}, 400, "limit")
+    await check(network, db, "GET", path, {"params": {**params, "limit": 0}}, 400, "limit")
+
+
+async def many_skus(client: AsyncTestClient, n: int, location: str = "DC-NJ", quantity: int = 5) -> list[str]:
+    skus = [f"SKU-{i:05d}" for i in range(n)]
+    r = await client.post("/v1/items/bulk", json={"items": [{"sku": s, "name": s} for s in skus]})
+    assert r.status_code == 200, r.text
+    for start in range(0, n, 1000):
+        batch = skus[start : start + 1000]
+        lines = [{"sku": s, "location_id": location, "kind": "receipt", "quantity": quantity} for s in batch]
+        r = await client.post("/v1/stock/movements", json={"movements": lines})
+        assert r.status_code == 201, r.text
+    return skus
+
+
+async def test_a_reservation_takes_at_most_100_lines(network, db):
+    skus = await many_skus(network, 101)
+    lines = [{"sku": s, "location_id": "DC-NJ", "quantity": 1} for s in skus]
+    await check(network, db, "POST", "/v1/reservations", {"json": {"lines": lines}}, 400, "lines")
+    r = await network.post("/v1/reservations", json={"lines": lines[:100]})
+    assert r.status_code == 201, r.text
+    assert len(r.json()["lines"]) == 100
+
+
+def order_body(order_id: str, skus: list[str]) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "destination": {"lat": 40.71, "lon": -74.0},
+        "lines": [{"line_id": str(i), "sku": s, "quantity": 1} for i, s in enumerate(skus)],
+    }
+
+
+async def test_an_order_takes_at_most_100_lines(network, db):
+    skus = await many_skus(network, 101)
+    for path in ("/v1/orders/quote", "/v1/orders"):
+        await check(network, db, "POST", path, {"json": order_body("big-1", skus)}, 400, "lines")
+    r = await network.post("/v1/orders/quote", json=order_body("big-1", skus[:100]))
+    assert r.status_code == 200, r.text
+    r = await network.post("/v1/orders", json=order_body("big-1", skus[:100]))
+    assert r.status_code == 201, r.text
+    assert sum(len(f["lines"]) for f in r.json()["fulfillments"]) == 100
+
+
+async def test_demand_takes_at_most_10000_rows(network, db):
+    skus = [f"SKU-{i:05d}" for i in range(2501)]
+    r = await network.post("/v1/items/bulk", json={"items": [{"sku": s, "name": s} for s in skus]})
+    assert r.status_code == 200, r.text
+    rows = [
+        {"sku": s, "location_id": loc, "units_per_day": 1}
+        for s in skus
+        for loc in ("STORE-NYC", "STORE-EWR", "STORE-PHL", "DC-NJ")
+    ]
+    await check(network, db, "PUT", "/v1/demand", {"json": {"demand": rows[:10_001]}}, 400, "demand")
+    r = await network.put("/v1/demand", json={"demand": rows[:10_000]})
+    assert r.status_code == 200 and r.json() == {"rows": 10_000}, r.text
+
+
+@pytest.mark.parametrize(
+    ("field", "make"),
+    [
+        ("skus", lambda n: {"skus": [f"SKU-{i:05d}" for i in range(n)]}),
+        (
+            "lanes.overrides",
+            lambda n: {
+                "lanes": {
+                    "overrides": [
+                        {"from_location_id": "DC-NJ", "to_location_id": f"S{i}", "unit_cost": 1} for i in range(n)
+                    ]
+                }
+            },
+        ),
+    ],
+    ids=["skus", "lane-overrides"],
+)
+async def test_a_rebalancing_run_takes_at_most_10000_skus_and_lane_overrides(network, db, field, make):
+    await check(network, db, "POST", "/v1/rebalancing-runs", {"json": make(10_001)}, 400, field)
+    r = await network.post("/v1/rebalancing-runs", json=make(10_000))
+    assert r.status_code == 202, r.text
+    for _ in range(600):  # let it finish before the next test empties the tables
+        run = (await network.get(f"/v1/rebalancing-runs/{r.json()['run_id']}")).json()
+        if run["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert run["status"] == "proposed", run
+
+
+async def post_in_chunks(client: AsyncTestClient, path: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """POST `data` in 64 kB chunks without a Content-Length (as a chunked upload arrives),
+    straight through the app's ASGI interface on the client's event loop (the test client
+    reads a streamed body whole before the app sees it)."""
+    chunks = [data[i : i + 64_000] for i in range(0, len(data), 64_000)]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+            (b"authorization", client.headers["authorization"].encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    with client.portal() as portal:
+        portal.call(client.app, scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+async def test_a_body_of_exactly_one_megabyte_passes_and_one_byte_more_is_a_413(network, db):
+    body = b'{"skus": ["SKU-A"]}'
+    exact = body + b" " * (1_000_000 - len(body))  # JSON allows trailing whitespace
+    r = await network.post("/v1/availability", content=exact, headers=JSON)
+    assert r.status_code == 200, r.text
+    await check(network, db, "POST", "/v1/availability", {"content": exact + b" ", "headers": JSON}, 413, None)
+    status, _, _ = await post_in_chunks(network, "/v1/availability", exact)
+    assert status == 200
+    before = await row_counts(db)
+    lines = (
+        b'{"movements": ['
+        + b",".join([b'{"sku": "SKU-A", "location_id": "STORE-NYC", "kind": "receipt", "quantity": 1}'] * 5)
+        + b"]}"
+    )
+    status, headers, answer = await post_in_chunks(
+        network, "/v1/stock/movements", lines + b" " * (1_000_001 - len(lines))
+    )
+    assert status == 413 and headers["content-type"].startswith("application/problem+json"), answer
+    assert await row_counts(db) == before
+
+
+# --- query strings are strict too --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field", "message"),
+    [
+        ("/v1/stock", b"sku=SKU-A&locaton_id=STORE-NYC", "locaton_id", "unknown query parameter"),
+        ("/v1/locations", b"limit=5&limit=6", "limit", "given more than once"),
+        ("/v1/availability", b"sku=SKU-A&lat=40.7&lon=-74&lat=41", "lat", "given more than once"),
+        ("/v1/items/SKU-A", b"verbose=1", "verbose", "unknown query parameter"),
+        ("/v1/api-keys", b"=x", "", "unknown query parameter"),
+        ("/v1/routing-runs", b"lim%69t=5&lim%69t=6", "limit", "given more than once"),
+    ],
+    ids=["typo", "repeated-limit", "repeated-lat", "no-query-params-at-all", "empty-name", "percent-encoded-name"],
+)
+async def test_an_unknown_or_repeated_query_parameter_is_a_400_problem_naming_it(
+    network, db, path, query, field, message
+):
+    body = await check(network, db, "GET", f"{path}?{query.decode()}", {}, 400, None)
+    assert {"field": field, "message": message} in body["errors"], body
+
+
+async def test_a_list_parameter_may_repeat_and_empty_parts_are_ignored(network, db):
+    r = await network.get("/v1/availability?sku=SKU-A&&sku=SKU-B&")
+    assert r.status_code == 200, r.text
+    assert [a["sku"] for a in r.json()["skus"]] == ["SKU-A", "SKU-B"]
+
+
+async def test_a_write_with_an_unknown_query_parameter_writes_nothing(network, db):
+    await check(
+        network, db, "POST", "/v1/stock/movements?dry_run=true", {"json": mv(), "headers": IDEM}, 400, "dry_run"
+    )

@@ -24,3 +24,35 @@ def test_a_misspelt_or_mistyped_cost_is_refused(tmp_path):
     path.write_text('{"package_cost": "cheap"}')
     with pytest.raises(msgspec.ValidationError):
         load_costs(Settings.from_env({"OMNIROUTE_ROUTING_CONFIG": str(path)}))
+
+
+def test_rate_limiting_is_off_unless_set_and_its_burst_defaults_to_one_second():
+    assert Settings.from_env({}).rate_limit_per_second == 0
+    settings = Settings.from_env({"OMNIROUTE_RATE_LIMIT_PER_SECOND": "50"})
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (50, 50)
+    settings = Settings.from_env({"OMNIROUTE_RATE_LIMIT_PER_SECOND": "0.5", "OMNIROUTE_RATE_LIMIT_BURST": "4"})
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (0.5, 4)
+    assert Settings.from_env({"OMNIROUTE_RATE_LIMIT_PER_SECOND": "0.2"}).rate_limit_burst == 1
+
+
+def test_the_key_cache_lifetime_defaults_to_five_seconds():
+    assert Settings.from_env({}).key_cache_seconds == 5
+    assert Settings.from_env({"OMNIROUTE_KEY_CACHE_SECONDS": "0"}).key_cache_seconds == 0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"OMNIROUTE_RATE_LIMIT_PER_SECOND": "fast"},
+        {"OMNIROUTE_RATE_LIMIT_PER_SECOND": "-1"},
+        {"OMNIROUTE_RATE_LIMIT_PER_SECOND": "nan"},
+        {"OMNIROUTE_RATE_LIMIT_PER_SECOND": "inf"},
+        {"OMNIROUTE_RATE_LIMIT_PER_SECOND": "10", "OMNIROUTE_RATE_LIMIT_BURST": "0"},
+        {"OMNIROUTE_RATE_LIMIT_PER_SECOND": "10", "OMNIROUTE_RATE_LIMIT_BURST": "2.5"},
+        {"OMNIROUTE_KEY_CACHE_SECONDS": "61"},
+        {"OMNIROUTE_KEY_CACHE_SECONDS": "-0.1"},
+    ],
+)
+def test_a_bad_limit_setting_stops_the_start_naming_the_variable(env):
+    with pytest.raises(ValueError, match="OMNIROUTE_"):
+        Settings.from_env(env)
