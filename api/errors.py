@@ -22,6 +22,7 @@ DATABASE_DOWN = (
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
 )
 
 

@@ -181,7 +181,9 @@ class EmbeddedPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` ends sessions and checkpoints; `immediate` is a crash
+        (no checkpoint: the next start replays the WAL)."""
         if self._running_port() is not None:
-            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop")
-            log.info("embedded PostgreSQL stopped")
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", mode, "stop")
+            log.info("embedded PostgreSQL stopped (%s)", mode)

@@ -1,0 +1,157 @@
+"""PostgreSQL goes away under traffic and comes back: the service says so (readiness and
+503 problems, never a 500), loses no write it acknowledged, and recovers by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bench.common import RawClient, Service
+from bench.drill import omniroute_check
+from engine.embedded import EmbeddedPostgres
+from engine.services.setup import apply_migrations
+
+pytestmark = pytest.mark.slow
+
+JSON = "Content-Type: application/json\r\n"
+
+
+@pytest.fixture
+def own_server(tmp_path: Path):
+    """A PostgreSQL server of this test's own, which it may stop and start."""
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+async def _fresh_database(pg: EmbeddedPostgres) -> str:
+    conn = await asyncpg.connect(pg.url())
+    await conn.execute("CREATE DATABASE omniroute")
+    await conn.close()
+    await apply_migrations(pg.url("omniroute"))
+    return pg.url("omniroute")
+
+
+class Writers:
+    """Clients booking one-unit receipts, each with its own Idempotency-Key, recording
+    every answer (status, content type, body, when)."""
+
+    def __init__(self, port: int, clients: int) -> None:
+        self.port = port
+        self.clients = clients
+        self.answers: list[tuple[str, int, bytes, float]] = []
+        self.in_flight: list[str] = []
+        self.stop = asyncio.Event()
+
+    @staticmethod
+    def body(key: str) -> bytes:
+        movement = {"sku": "SKU-1", "location_id": "DC-1", "kind": "receipt", "quantity": 1}
+        return json.dumps({"movements": [movement], "reference": key}).encode()
+
+    async def one(self) -> None:
+        client = RawClient(self.port)
+        while not self.stop.is_set():
+            key = uuid.uuid4().hex
+            try:
+                status, answer = await client.request(
+                    "POST", "/v1/stock/movements", self.body(key), f"Idempotency-Key: {key}\r\n{JSON}"
+                )
+            except (OSError, asyncio.IncompleteReadError):
+                self.in_flight.append(key)
+                await asyncio.sleep(0.05)
+                continue
+            self.answers.append((key, status, answer, time.monotonic()))
+            if status != 201:
+                await asyncio.sleep(0.05)  # a client backs off when told to retry later
+        await client.close()
+
+    def start(self) -> list[asyncio.Task]:
+        return [asyncio.create_task(self.one()) for _ in range(self.clients)]
+
+
+async def _readiness(port: int) -> int:
+    client = RawClient(port)
+    try:
+        status, _ = await client.request("GET", "/readyz")
+        return status
+    finally:
+        await client.close()
+
+
+async def _until_ready(port: int, want: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await _readiness(port) == want:
+            return time.monotonic()
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/readyz never answered {want} within {timeout} s")
+
+
+async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(own_server, tmp_path):
+    url = await _fresh_database(own_server)
+    svc = await asyncio.to_thread(Service, url, log=tmp_path / "serve.log")
+    admin = RawClient(svc.port)
+    try:
+        loc = {"kind": "warehouse", "name": "DC", "lat": 40.5, "lon": -74.4}
+        assert (await admin.request("PUT", "/v1/locations/DC-1", json.dumps(loc).encode(), JSON))[0] == 201
+        items = {"items": [{"sku": "SKU-1", "name": "one"}]}
+        assert (await admin.request("POST", "/v1/items/bulk", json.dumps(items).encode(), JSON))[0] == 200
+
+        writers = Writers(svc.port, clients=8)
+        tasks = writers.start()
+        await asyncio.sleep(1.5)
+        # A crash, not a polite shutdown: sessions are cut mid-transaction, and the next
+        # start replays the WAL.
+        await asyncio.to_thread(own_server.stop, "immediate")
+        stopped = time.monotonic()
+        await _until_ready(svc.port, 503, timeout=10)
+        await asyncio.sleep(1.5)  # traffic against a database that is not there
+        starting = time.monotonic()
+        await asyncio.to_thread(own_server.start)
+        up = await _until_ready(svc.port, 200, timeout=30)
+        await asyncio.sleep(1.5)
+        writers.stop.set()
+        await asyncio.gather(*tasks)
+
+        assert svc.proc.poll() is None, "the service must recover without a restart of its own"
+        statuses = Counter(status for _, status, _, _ in writers.answers)
+        assert set(statuses) <= {201, 503}, statuses
+        assert not writers.in_flight, "the service itself never dropped a connection"
+        assert statuses[503] > 0 and statuses[201] > 0, statuses
+        for _, status, answer, _ in writers.answers:
+            if status == 503:
+                problem = json.loads(answer)
+                assert problem["status"] == 503 and problem["title"] == "Service unavailable", problem
+        assert any(status == 201 and at > up for _, status, _, at in writers.answers), "writes work again"
+        assert not any(status == 201 and stopped < at < starting for _, status, _, at in writers.answers)
+
+        # A 503 may hide a commit whose answer was lost with the connection; asking again
+        # with the key settles it, and every write lands exactly once.
+        for key, status, _, _ in writers.answers:
+            if status != 201:
+                again, answer = await admin.request(
+                    "POST", "/v1/stock/movements", Writers.body(key), f"Idempotency-Key: {key}\r\n{JSON}"
+                )
+                assert again == 201, answer
+        status, answer = await admin.request("GET", "/v1/stock?sku=SKU-1&location_id=DC-1")
+        assert status == 200
+        assert json.loads(answer)[0]["on_hand"] == len(writers.answers)
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch("SELECT reference, count(*) AS n FROM stock_movements GROUP BY reference")
+        finally:
+            await conn.close()
+        assert {r["reference"] for r in rows} == {key for key, *_ in writers.answers}
+        assert all(r["n"] == 1 for r in rows)
+        assert await asyncio.to_thread(omniroute_check, url) == 0
+    finally:
+        await admin.close()
+        await asyncio.to_thread(svc.stop)
