@@ -97,6 +97,9 @@ class EmbeddedPostgres:
         kwargs: dict = {}
         if self._as_user is not None:
             kwargs = {"user": self._as_user.pw_uid, "group": self._as_user.pw_gid, "extra_groups": []}
+            # Again on every call, not only at init: a parent folder may have been tightened
+            # since (pytest resets its per-user temporary root to 0700 on every run).
+            _make_traversable(self.data_dir)
         # pg_ctl's forked server keeps inherited pipes open, so output goes to a file.
         with open(self.data_dir / f"{exe}.out", "w+") as out:
             if self._as_user is not None:

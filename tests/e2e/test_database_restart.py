@@ -86,13 +86,13 @@ async def _readiness(port: int) -> int:
         await client.close()
 
 
-async def _until_ready(port: int, want: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
+async def _until_ready(port: int, want: int, within: float) -> float:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await _readiness(port) == want:
             return time.monotonic()
         await asyncio.sleep(0.1)
-    raise AssertionError(f"/readyz never answered {want} within {timeout} s")
+    raise AssertionError(f"/readyz never answered {want} within {within} s")
 
 
 async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(own_server, tmp_path):
@@ -112,11 +112,11 @@ async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(ow
         # start replays the WAL.
         await asyncio.to_thread(own_server.stop, "immediate")
         stopped = time.monotonic()
-        await _until_ready(svc.port, 503, timeout=10)
+        await _until_ready(svc.port, 503, within=10)
         await asyncio.sleep(1.5)  # traffic against a database that is not there
         starting = time.monotonic()
         await asyncio.to_thread(own_server.start)
-        up = await _until_ready(svc.port, 200, timeout=30)
+        up = await _until_ready(svc.port, 200, within=30)
         await asyncio.sleep(1.5)
         writers.stop.set()
         await asyncio.gather(*tasks)
