@@ -35,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -373,8 +374,13 @@ async def run(
     seed: int = 7,
     log: Path | None = None,
     progress: bool = False,
+    during: Callable[[], Awaitable[object]] | None = None,
 ) -> Report:
-    """Run the drill against the migrated, empty database at `url` and return its report."""
+    """Run the drill against the migrated, empty database at `url` and return its report.
+
+    `during`, when given, is awaited after the kill cycles while the clients keep writing
+    (a migration applied under load, say); with `cycles=0` nothing is killed, and the
+    same checks judge what happened to the writes around it."""
     started = time.perf_counter()
     rng = random.Random(seed)
     port = free_port()
@@ -396,7 +402,10 @@ async def run(
             report.cycles = cycle
             if progress:
                 print(f"cycle {cycle}/{cycles}: killed and restarted; {len(drill.ops)} requests so far", flush=True)
-        await asyncio.sleep(seconds)  # traffic on the last restart, too
+        if during is not None:
+            await asyncio.sleep(seconds)
+            await during()
+        await asyncio.sleep(seconds)  # traffic after the last restart (or `during`), too
         stop.set()
         await asyncio.gather(*tasks)
         await _verify(url, drill, report)
@@ -508,14 +517,15 @@ class Database:
         self.name = f"omniroute_drill_{os.getpid()}"
         self.url = urlunsplit(urlsplit(server_url)._replace(path="/" + self.name))
 
-    async def create(self) -> str:
+    async def create(self, *, migrated: bool = True) -> str:
         admin = await asyncpg.connect(self.server_url)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
             await admin.execute(f'CREATE DATABASE "{self.name}"')
         finally:
             await admin.close()
-        await apply_migrations(self.url)
+        if migrated:
+            await apply_migrations(self.url)
         return self.url
 
     async def drop(self) -> None:
