@@ -7,6 +7,7 @@ The benchmark database is the embedded server in `bench/.data` (kept between run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -174,8 +175,10 @@ class RawClient:
 
     async def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            self.reader = self.writer = None
+            writer, self.reader, self.writer = self.writer, None, None
+            writer.close()
+            with contextlib.suppress(OSError):  # the server may have reset it already
+                await writer.wait_closed()
 
 
 async def run_load(

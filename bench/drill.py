@@ -79,8 +79,9 @@ class Op:
     lines: int
     cycle: int
     reservation_id: str | None = None  # the hold a commit or release acts on
-    status: int | None = None  # None: in flight when the service died
+    status: int | None = None  # None: in flight when the service died, or answered 503
     answer: bytes = b""
+    unavailable: bool = False  # answered 503 (the database was down): outcome unknown too
 
 
 @dataclass
@@ -95,10 +96,12 @@ class Drill:
 @dataclass
 class Report:
     cycles: int = 0
+    db_crashes: int = 0
     requests: int = 0
     acknowledged: int = 0
     refused: int = 0  # acknowledged 409s (not enough stock): nothing may be written
     in_flight: int = 0
+    unavailable: int = 0  # of those, answered 503 while the database was down
     in_flight_applied: int = 0  # in flight, found applied in full before the replay
     replayed: int = 0
     lost: int = 0
@@ -205,6 +208,10 @@ async def _client(drill: Drill, stop: asyncio.Event) -> None:
             op.status, op.answer = await _send(client, drill, op)
         except (OSError, asyncio.IncompleteReadError):
             op = None  # in flight: its fate is settled at the end
+            continue
+        if op.status == 503:  # the database is down: a commit may have landed all the same
+            op.status, op.unavailable, op = None, True, None
+            await asyncio.sleep(0.05)
             continue
         if op.kind == "reserve" and op.status == 201:
             holds.append((json.loads(op.answer)["reservation_id"], op.lines))
@@ -375,12 +382,18 @@ async def run(
     log: Path | None = None,
     progress: bool = False,
     during: Callable[[], Awaitable[object]] | None = None,
+    database: EmbeddedPostgres | None = None,
+    db_crash_every: int = 0,
 ) -> Report:
     """Run the drill against the migrated, empty database at `url` and return its report.
 
     `during`, when given, is awaited after the kill cycles while the clients keep writing
     (a migration applied under load, say); with `cycles=0` nothing is killed, and the
-    same checks judge what happened to the writes around it."""
+    same checks judge what happened to the writes around it.
+
+    With `database` (the server behind `url`) and `db_crash_every` k, after every k-th
+    kill cycle PostgreSQL itself crashes too (`pg_ctl stop -m immediate`, no checkpoint)
+    and is started again, while the service runs on: it must recover by itself."""
     started = time.perf_counter()
     rng = random.Random(seed)
     port = free_port()
@@ -402,6 +415,12 @@ async def run(
             report.cycles = cycle
             if progress:
                 print(f"cycle {cycle}/{cycles}: killed and restarted; {len(drill.ops)} requests so far", flush=True)
+            if database is not None and db_crash_every and cycle % db_crash_every == 0:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * seconds)
+                await _crash_database(database, svc, rng)
+                report.db_crashes += 1
+                if progress:
+                    print("  PostgreSQL crashed and restarted; the service recovered by itself", flush=True)
         if during is not None:
             await asyncio.sleep(seconds)
             await during()
@@ -415,6 +434,25 @@ async def run(
     return report
 
 
+async def _crash_database(database: EmbeddedPostgres, svc: Service, rng: random.Random) -> None:
+    """Crash PostgreSQL under the running service, start it again, and wait for the
+    service to be ready again on its own (same process: it is never restarted here)."""
+    await asyncio.to_thread(database.stop, "immediate")
+    await asyncio.sleep(rng.uniform(0.2, 1.0))
+    await asyncio.to_thread(database.start)
+    client = RawClient(svc.port)
+    try:
+        deadline = time.monotonic() + 60
+        while (await client.request("GET", "/readyz"))[0] != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not recover after PostgreSQL came back")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+    if svc.proc.poll() is not None:
+        raise RuntimeError("the service died when PostgreSQL crashed")
+
+
 async def _verify(url: str, drill: Drill, report: Report) -> None:
     ops = drill.ops
     report.requests = len(ops)
@@ -423,6 +461,7 @@ async def _verify(url: str, drill: Drill, report: Report) -> None:
     report.acknowledged = sum(1 for op in acked if op.status < 300)
     report.refused = sum(1 for op in acked if op.status == 409)
     report.in_flight = len(in_flight)
+    report.unavailable = sum(1 for op in in_flight if op.unavailable)
     for op in acked:
         if op.status >= 300 and op.status != 409:
             report.errors += 1
@@ -545,11 +584,13 @@ class Database:
 def summary(report: Report) -> str:
     row = {
         "cycles": report.cycles,
+        "db crashes": report.db_crashes,
         "requests": report.requests,
         "acknowledged": report.acknowledged,
         "refused 409": report.refused,
         "in flight": report.in_flight,
-        "applied before kill": report.in_flight_applied,
+        "of which 503": report.unavailable,
+        "found applied": report.in_flight_applied,
         "replayed": report.replayed,
         "lost": report.lost,
         "half-written": report.half_written,
@@ -570,6 +611,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=4.0, help="mean traffic time between kills")
     parser.add_argument("--workers", type=int, default=1, help="service worker processes (`serve --workers`)")
+    parser.add_argument(
+        "--db-crash-every",
+        type=int,
+        default=5,
+        help="also crash PostgreSQL after every k-th cycle (the drill's own embedded server only; 0: never)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--log", type=Path, help="append the service's output here")
     args = parser.parse_args(argv)
@@ -587,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 log=args.log,
                 progress=True,
+                database=db.pg,
+                db_crash_every=args.db_crash_every,
             )
         finally:
             await db.drop()

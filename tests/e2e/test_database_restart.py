@@ -77,13 +77,16 @@ class Writers:
         return [asyncio.create_task(self.one()) for _ in range(self.clients)]
 
 
-async def _readiness(port: int) -> int:
-    client = RawClient(port)
+async def _get(port: int, target: str, key: str | None = None) -> tuple[int, bytes]:
+    client = RawClient(port, key) if key else RawClient(port)
     try:
-        status, _ = await client.request("GET", "/readyz")
-        return status
+        return await client.request("GET", target)
     finally:
         await client.close()
+
+
+async def _readiness(port: int) -> int:
+    return (await _get(port, "/readyz"))[0]
 
 
 async def _until_ready(port: int, want: int, within: float) -> float:
@@ -104,6 +107,9 @@ async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(ow
         assert (await admin.request("PUT", "/v1/locations/DC-1", json.dumps(loc).encode(), JSON))[0] == 201
         items = {"items": [{"sku": "SKU-1", "name": "one"}]}
         assert (await admin.request("POST", "/v1/items/bulk", json.dumps(items).encode(), JSON))[0] == 200
+        status, answer = await admin.request("POST", "/v1/api-keys", json.dumps({"role": "checkout"}).encode(), JSON)
+        assert status == 201
+        unseen_key = json.loads(answer)["key"]  # never used, so not in the service's key cache
 
         writers = Writers(svc.port, clients=8)
         tasks = writers.start()
@@ -114,6 +120,9 @@ async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(ow
         stopped = time.monotonic()
         await _until_ready(svc.port, 503, within=10)
         await asyncio.sleep(1.5)  # traffic against a database that is not there
+        # Even the key lookup needs the database: that too is a 503, not a 401 or a 500.
+        status, answer = await _get(svc.port, "/v1/stock?sku=SKU-1", unseen_key)
+        assert status == 503 and json.loads(answer)["title"] == "Service unavailable", answer
         starting = time.monotonic()
         await asyncio.to_thread(own_server.start)
         up = await _until_ready(svc.port, 200, within=30)
