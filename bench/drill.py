@@ -5,7 +5,10 @@ Clients reserve, commit, release, sell (POS), receive stock and place orders, ea
 with an Idempotency-Key of its own, and record it as acknowledged (its answer arrived) or
 in flight (the connection died first). Meanwhile the service process group is killed at
 random moments and started again; PostgreSQL runs apart from it, so it lives on, as the
-database of a crashed application server would. Afterwards, with the service up:
+database of a crashed application server would. Every few cycles PostgreSQL crashes too
+(when the drill runs its own), under the running service, which must recover by itself;
+a request answered 503 meanwhile is, like one in flight, of unknown outcome. Afterwards,
+with the service up:
 
 - every acknowledged write is in the database exactly once, and asking again with its key
   returns the very bytes it was answered the first time;
@@ -16,7 +19,8 @@ database of a crashed application server would. Afterwards, with the service up:
 - `omniroute check` finds no drift; no position holds more than it has, and each
   position's `reserved` equals the live holds at it.
 
-Command: `uv run --extra dev python -m bench.drill [--cycles 20] [--clients 32] [--seconds 4]`.
+Command: `uv run --extra dev python -m bench.drill [--cycles 20] [--clients 32] [--seconds 4]
+[--db-crash-every 5] [--workers 1]`.
 The database is an embedded PostgreSQL the drill starts in a temporary directory, or a
 fresh database on the server named by OMNIROUTE_DATABASE_URL (dropped afterwards).
 """
@@ -210,7 +214,8 @@ async def _client(drill: Drill, stop: asyncio.Event) -> None:
             op = None  # in flight: its fate is settled at the end
             continue
         if op.status == 503:  # the database is down: a commit may have landed all the same
-            op.status, op.unavailable, op = None, True, None
+            op.status, op.unavailable = None, True
+            op = None
             await asyncio.sleep(0.05)
             continue
         if op.kind == "reserve" and op.status == 201:
@@ -477,14 +482,16 @@ async def _verify(url: str, drill: Drill, report: Report) -> None:
                 report.lost += want == "full"
                 report.half_written += got == "partial"
                 report.double_effects += got == "double"
-                report.problems.append(f"acknowledged {op.kind} {op.op_id} ({op.status}): found {got}")
+                report.problems.append(
+                    f"acknowledged {op.kind} {op.op_id} ({op.status}, cycle {op.cycle}): found {got}"
+                )
         applied = {}
         for op in in_flight:
             applied[op.op_id] = got = effect(op, before)
             if got in ("partial", "double"):
                 report.half_written += got == "partial"
                 report.double_effects += got == "double"
-                report.problems.append(f"in-flight {op.kind} {op.op_id}: found {got}")
+                report.problems.append(f"in-flight {op.kind} {op.op_id} (cycle {op.cycle}): found {got}")
         report.in_flight_applied = sum(1 for v in applied.values() if v == "full")
 
         # Ask again, with the same key and body, for everything: the acknowledged ones must

@@ -2,7 +2,8 @@
 
 Two processes starting at once serialize on a PostgreSQL advisory lock, so each file runs
 exactly once. An already-applied file whose checksum changed is refused: edit history by
-adding a new migration, never by rewriting an old one.
+adding a new migration, never by rewriting an old one. Files can be applied while the
+service runs: no statement waits long for a table lock (see `_apply`).
 """
 
 from __future__ import annotations
