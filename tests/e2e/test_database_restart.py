@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -98,19 +100,57 @@ async def _until_ready(port: int, want: int, within: float) -> float:
     raise AssertionError(f"/readyz never answered {want} within {within} s")
 
 
-async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(own_server, tmp_path):
-    url = await _fresh_database(own_server)
-    svc = await asyncio.to_thread(Service, url, log=tmp_path / "serve.log")
+async def _start(pg: EmbeddedPostgres, log: Path) -> tuple[str, Service, RawClient, str]:
+    """A fresh database, the service on it, an admin client, and a checkout key never used."""
+    url = await _fresh_database(pg)
+    svc = await asyncio.to_thread(Service, url, log=log)
     admin = RawClient(svc.port)
-    try:
-        loc = {"kind": "warehouse", "name": "DC", "lat": 40.5, "lon": -74.4}
-        assert (await admin.request("PUT", "/v1/locations/DC-1", json.dumps(loc).encode(), JSON))[0] == 201
-        items = {"items": [{"sku": "SKU-1", "name": "one"}]}
-        assert (await admin.request("POST", "/v1/items/bulk", json.dumps(items).encode(), JSON))[0] == 200
-        status, answer = await admin.request("POST", "/v1/api-keys", json.dumps({"role": "checkout"}).encode(), JSON)
-        assert status == 201
-        unseen_key = json.loads(answer)["key"]  # never used, so not in the service's key cache
+    loc = {"kind": "warehouse", "name": "DC", "lat": 40.5, "lon": -74.4}
+    assert (await admin.request("PUT", "/v1/locations/DC-1", json.dumps(loc).encode(), JSON))[0] == 201
+    items = {"items": [{"sku": "SKU-1", "name": "one"}]}
+    assert (await admin.request("POST", "/v1/items/bulk", json.dumps(items).encode(), JSON))[0] == 200
+    status, answer = await admin.request("POST", "/v1/api-keys", json.dumps({"role": "checkout"}).encode(), JSON)
+    assert status == 201
+    return url, svc, admin, json.loads(answer)["key"]
 
+
+async def _check_every_write_landed_once(url: str, svc: Service, admin: RawClient, writers: Writers) -> Counter:
+    """The service lived through it, answered only 201 or a 503 problem, and every write,
+    once a 503 is retried with its key, is booked exactly once. Returns the status counts."""
+    assert svc.proc.poll() is None, "the service must recover without a restart of its own"
+    statuses = Counter(status for _, status, _, _ in writers.answers)
+    assert set(statuses) <= {201, 503}, statuses
+    assert not writers.in_flight, "the service itself never dropped a connection"
+    for _, status, answer, _ in writers.answers:
+        if status == 503:
+            problem = json.loads(answer)
+            assert problem["status"] == 503 and problem["title"] == "Service unavailable", problem
+
+    # A 503 may hide a commit whose answer was lost with the connection; asking again with
+    # the key settles it, and every write lands exactly once.
+    for key, status, _, _ in writers.answers:
+        if status != 201:
+            again, answer = await admin.request(
+                "POST", "/v1/stock/movements", Writers.body(key), f"Idempotency-Key: {key}\r\n{JSON}"
+            )
+            assert again == 201, answer
+    status, answer = await admin.request("GET", "/v1/stock?sku=SKU-1&location_id=DC-1")
+    assert status == 200
+    assert json.loads(answer)[0]["on_hand"] == len(writers.answers)
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT reference, count(*) AS n FROM stock_movements GROUP BY reference")
+    finally:
+        await conn.close()
+    assert {r["reference"] for r in rows} == {key for key, *_ in writers.answers}
+    assert all(r["n"] == 1 for r in rows)
+    assert await asyncio.to_thread(omniroute_check, url) == 0
+    return statuses
+
+
+async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(own_server, tmp_path):
+    url, svc, admin, unseen_key = await _start(own_server, tmp_path / "serve.log")
+    try:
         writers = Writers(svc.port, clients=8)
         tasks = writers.start()
         await asyncio.sleep(1.5)
@@ -130,37 +170,40 @@ async def test_service_rides_out_a_postgresql_crash_and_restart_under_traffic(ow
         writers.stop.set()
         await asyncio.gather(*tasks)
 
-        assert svc.proc.poll() is None, "the service must recover without a restart of its own"
-        statuses = Counter(status for _, status, _, _ in writers.answers)
-        assert set(statuses) <= {201, 503}, statuses
-        assert not writers.in_flight, "the service itself never dropped a connection"
-        assert statuses[503] > 0 and statuses[201] > 0, statuses
-        for _, status, answer, _ in writers.answers:
-            if status == 503:
-                problem = json.loads(answer)
-                assert problem["status"] == 503 and problem["title"] == "Service unavailable", problem
-        assert any(status == 201 and at > up for _, status, _, at in writers.answers), "writes work again"
         assert not any(status == 201 and stopped < at < starting for _, status, _, at in writers.answers)
+        assert any(status == 201 and at > up for _, status, _, at in writers.answers), "writes work again"
+        statuses = await _check_every_write_landed_once(url, svc, admin, writers)
+        assert statuses[503] > 0, statuses
+    finally:
+        await admin.close()
+        await asyncio.to_thread(svc.stop)
 
-        # A 503 may hide a commit whose answer was lost with the connection; asking again
-        # with the key settles it, and every write lands exactly once.
-        for key, status, _, _ in writers.answers:
-            if status != 201:
-                again, answer = await admin.request(
-                    "POST", "/v1/stock/movements", Writers.body(key), f"Idempotency-Key: {key}\r\n{JSON}"
-                )
-                assert again == 201, answer
-        status, answer = await admin.request("GET", "/v1/stock?sku=SKU-1&location_id=DC-1")
-        assert status == 200
-        assert json.loads(answer)[0]["on_hand"] == len(writers.answers)
+
+async def test_service_rides_out_a_crashed_postgresql_server_process(own_server, tmp_path):
+    # One server process dies (a segfault, the OOM killer): PostgreSQL ends every session,
+    # telling them so, and recovers; the service's connections all break at once.
+    url, svc, admin, _ = await _start(own_server, tmp_path / "serve.log")
+    try:
+        writers = Writers(svc.port, clients=8)
+        tasks = writers.start()
+        await asyncio.sleep(1.5)
         conn = await asyncpg.connect(url)
         try:
-            rows = await conn.fetch("SELECT reference, count(*) AS n FROM stock_movements GROUP BY reference")
+            pids = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         finally:
             await conn.close()
-        assert {r["reference"] for r in rows} == {key for key, *_ in writers.answers}
-        assert all(r["n"] == 1 for r in rows)
-        assert await asyncio.to_thread(omniroute_check, url) == 0
+        os.kill(pids[0]["pid"], signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        up = await _until_ready(svc.port, 200, within=30)
+        await asyncio.sleep(1.5)
+        writers.stop.set()
+        await asyncio.gather(*tasks)
+
+        assert any(status == 201 and at > up for _, status, _, at in writers.answers), "writes work again"
+        statuses = await _check_every_write_landed_once(url, svc, admin, writers)
+        assert statuses[503] > 0, statuses  # the broken sessions were noticed, and said so
     finally:
         await admin.close()
         await asyncio.to_thread(svc.stop)
