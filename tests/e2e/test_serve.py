@@ -134,19 +134,17 @@ def test_check_reports_a_clean_ledger_on_the_demo_network(data_dir):
     assert report["drifted"] == 0 and report["positions_checked"] > 10_000
 
 
-async def _place_orders(base: str, headers: dict[str, str], count: int) -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+async def _place_order(client: httpx.AsyncClient, i: int) -> httpx.Response:
+    body = {
+        "order_id": f"shutdown-{time.time_ns()}-{i}",
+        "destination": {"lat": 40.71, "lon": -74.01},
+        "lines": [{"line_id": "1", "sku": f"SKU-{1 + i % 50:05d}", "quantity": 1}],
+        "allow_partial": True,
+    }
+    return await client.post("/v1/orders", json=body)
 
-        async def one(i: int) -> httpx.Response:
-            body = {
-                "order_id": f"shutdown-{time.time_ns()}-{i}",
-                "destination": {"lat": 40.71, "lon": -74.01},
-                "lines": [{"line_id": "1", "sku": f"SKU-{1 + i % 50:05d}", "quantity": 1}],
-                "allow_partial": True,
-            }
-            return await client.post("/v1/orders", json=body)
 
-        return await asyncio.gather(*(one(i) for i in range(count)))
+ORDERS = 48
 
 
 def test_sigterm_finishes_requests_in_flight_and_leaves_nothing_running(data_dir):
@@ -181,16 +179,19 @@ def test_sigterm_finishes_requests_in_flight_and_leaves_nothing_running(data_dir
     children = descendants(svc.proc.pid)
     assert len(children) >= 3, children  # two uvicorn workers and the solver process at least
 
-    async def orders_then_sigterm() -> list[httpx.Response]:
-        placing = asyncio.create_task(_place_orders(svc.base, checkout, 32))
-        await asyncio.sleep(0.3)  # every order is at the service, most still being routed
-        assert not placing.done(), "too few orders in flight to test the drain"
-        svc.proc.send_signal(signal.SIGTERM)
-        return await placing
+    async def orders_then_sigterm() -> tuple[list[httpx.Response], int]:
+        async with httpx.AsyncClient(base_url=svc.base, headers=checkout, timeout=60) as client:
+            placing = [asyncio.create_task(_place_order(client, i)) for i in range(ORDERS)]
+            # The first answer is back: every order has been sent, most are still being routed.
+            _, pending = await asyncio.wait(placing, return_when=asyncio.FIRST_COMPLETED)
+            svc.proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*placing), len(pending)
 
     sent = time.monotonic()
-    answers = asyncio.run(orders_then_sigterm())
-    assert [a.status_code for a in answers] == [201] * 32, [a.text[:200] for a in answers if a.status_code != 201]
+    answers, in_flight = asyncio.run(orders_then_sigterm())
+    assert in_flight >= ORDERS // 2, f"only {in_flight} orders in flight: too few to test the drain"
+    statuses = [a.status_code for a in answers]
+    assert statuses == [201] * ORDERS, [a.text[:200] for a in answers if a.status_code != 201]
     assert svc.proc.wait(30) == 0
     took = time.monotonic() - sent
     assert took < 30, f"shutdown took {took:.1f} s"
