@@ -100,7 +100,7 @@ async def test_a_migration_waiting_for_a_lock_never_holds_writers_up_for_long(sc
         slowest = max(slowest, time.perf_counter() - started)
         await asyncio.sleep(0.01)
     assert await migrating == ["0002_b.sql"]
-    assert slowest < 0.6, f"a writer waited {slowest:.2f} s behind the migration"
+    assert slowest < 1.0, f"a writer waited {slowest:.2f} s behind the migration"
     for c in (setup, long_tx, migrator, writer):
         await c.close()
 
