@@ -7,7 +7,9 @@ The benchmark database is the embedded server in `bench/.data` (kept between run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -60,67 +62,123 @@ def free_port() -> int:
 
 
 class Service:
-    """`omniroute serve` against `url`, on a free port, until stopped."""
+    """`omniroute serve` against `url`, on a free port (or `port`), until stopped.
 
-    def __init__(self, url: str, workers: int = 1, pool_max: int = 20) -> None:
-        self.port = free_port()
-        env = {
+    The service runs in a process group of its own, so `kill()` (SIGKILL to the group)
+    takes down every process it started, as a crash would, and nothing else. `log`, when
+    given, receives its output; `env` adds settings."""
+
+    def __init__(
+        self,
+        url: str,
+        workers: int = 1,
+        pool_max: int = 20,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        timeout: float = 60,
+    ) -> None:
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        environ = {
             **os.environ,
             "OMNIROUTE_DATABASE_URL": url,
             "OMNIROUTE_BOOTSTRAP_ADMIN_KEY": BENCH_KEY,
             "OMNIROUTE_LOG_LEVEL": "WARNING",
             "OMNIROUTE_POOL_MAX": str(pool_max),
+            **(env or {}),
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
+        out = open(log, "a") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--workers", str(workers)],
+                env=environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                out.close()
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode} before it was ready")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.1)
+        self.kill()
         raise RuntimeError("service did not become ready")
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
 
+    def kill(self) -> None:
+        """SIGKILL to the service's whole process group: no shutdown code runs anywhere."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
+
 
 class RawClient:
-    """A minimal keep-alive HTTP/1.1 client: cheap enough not to be the bottleneck."""
+    """A minimal keep-alive HTTP/1.1 client: cheap enough not to be the bottleneck.
 
-    def __init__(self, port: int) -> None:
+    `key` is the API key it sends unless a request names another. After a failed request
+    the connection is dropped and the next request opens a new one."""
+
+    def __init__(self, port: int, key: str = BENCH_KEY) -> None:
         self.port = port
+        self.key = key
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, target: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
+    async def connect(self) -> None:
+        """Open the connection if there is none, or if the server has closed it since
+        (an idle keep-alive connection); raises OSError if nothing listens."""
+        if self.reader is not None and self.reader.at_eof():
+            await self.close()
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def request(
+        self, method: str, target: str, body: bytes = b"", headers: str = "", key: str | None = None
+    ) -> tuple[int, bytes]:
+        await self.connect()
         head = (
-            f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {BENCH_KEY}\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key or self.key}\r\n"
             f"Content-Length: {len(body)}\r\n{headers}\r\n"
         )
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        payload = await self.reader.readexactly(length)
+        try:
+            self.writer.write(head.encode() + body)
+            status_line = await self.reader.readline()
+            if not status_line:
+                raise ConnectionResetError("the server closed the connection")
+            length = 0
+            while True:
+                line = await self.reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            payload = await self.reader.readexactly(length)
+        except BaseException:
+            await self.close()
+            raise
         return int(status_line.split()[1]), payload
 
     async def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            writer, self.reader, self.writer = self.writer, None, None
+            writer.close()
+            with contextlib.suppress(OSError):  # the server may have reset it already
+                await writer.wait_closed()
 
 
 async def run_load(

@@ -97,6 +97,9 @@ class EmbeddedPostgres:
         kwargs: dict = {}
         if self._as_user is not None:
             kwargs = {"user": self._as_user.pw_uid, "group": self._as_user.pw_gid, "extra_groups": []}
+            # Again on every call, not only at init: a parent folder may have been tightened
+            # since (pytest resets its per-user temporary root to 0700 on every run).
+            _make_traversable(self.data_dir)
         # pg_ctl's forked server keeps inherited pipes open, so output goes to a file.
         with open(self.data_dir / f"{exe}.out", "w+") as out:
             if self._as_user is not None:
@@ -184,10 +187,12 @@ class EmbeddedPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` ends sessions and checkpoints; `immediate` is a crash
+        (no checkpoint: the next start replays the WAL)."""
         if self._running_port() is not None:
-            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop")
-            log.info("embedded PostgreSQL stopped")
+            self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-m", mode, "stop")
+            log.info("embedded PostgreSQL stopped (%s)", mode)
 
 
 class EmbeddedStandby(EmbeddedPostgres):

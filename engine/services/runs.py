@@ -13,6 +13,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -40,11 +42,41 @@ def solver_processes() -> int:
 def solver() -> ProcessPoolExecutor:
     """The worker processes for run solves, started on first use (spawned: no inherited
     event loop or sockets). A routing run uses one; a rebalancing run plans SKU ranges on
-    all of them at once."""
+    all of them at once. Each exits by itself if this process dies without stopping it."""
     global _solver
     if _solver is None:
-        _solver = ProcessPoolExecutor(max_workers=solver_processes(), mp_context=multiprocessing.get_context("spawn"))
+        _solver = ProcessPoolExecutor(
+            max_workers=solver_processes(),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
     return _solver
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the solver process: end it once `parent` is gone (killed, say, with SIGKILL, so
+    no shutdown code ran), instead of solving on for minutes for nobody."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _stop_solver(executor: ProcessPoolExecutor) -> None:
+    """Stop the solver process now, even in the middle of a solve: whatever it solves
+    belongs to a run that has just been cancelled. (shutdown() alone would wait for the
+    solve to finish, keeping this process alive or leaving the solver behind it.)"""
+    terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((executor._processes or {}).values()):  # no public way before 3.14
+        process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
 
 
 async def solve(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - a process-pool hop
@@ -161,5 +193,5 @@ async def stop_all() -> None:
     if _tasks:
         await asyncio.gather(*_tasks, return_exceptions=True)
     if _solver is not None:
-        _solver.shutdown(wait=False, cancel_futures=True)
-        _solver = None
+        executor, _solver = _solver, None
+        await asyncio.to_thread(_stop_solver, executor)

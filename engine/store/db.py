@@ -12,8 +12,16 @@ import asyncpg
 
 T = TypeVar("T")
 
-# Errors that mean "this transaction lost a race; running it again is safe".
-RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# Errors that mean "this transaction lost a race; running it again is safe". A migration
+# applied while the service runs can change what a cached prepared statement returns;
+# asyncpg then drops its statement caches, but inside a transaction it cannot re-prepare
+# on its own, so the whole transaction runs again.
+RETRYABLE = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.InvalidCachedStatementError,
+    asyncpg.exceptions.OutdatedSchemaCacheError,
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -5,6 +5,7 @@ Also the durability promise: a receipt acknowledged before `kill -9` is there af
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import alive, cmdline, descendants
+
 pytestmark = pytest.mark.slow
 
 
@@ -27,13 +30,13 @@ def _free_port() -> int:
 
 
 class Service:
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, workers: int = 1) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIROUTE_")}
         env["OMNIROUTE_DATA_DIR"] = str(data_dir)
         self.log = data_dir.parent / f"serve-{port}-{time.time_ns()}.log"
         with open(self.log, "w") as out:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -129,3 +132,79 @@ def test_check_reports_a_clean_ledger_on_the_demo_network(data_dir):
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["drifted"] == 0 and report["positions_checked"] > 10_000
+
+
+async def _place_order(client: httpx.AsyncClient, i: int) -> httpx.Response:
+    body = {
+        "order_id": f"shutdown-{time.time_ns()}-{i}",
+        "destination": {"lat": 40.71, "lon": -74.01},
+        "lines": [{"line_id": "1", "sku": f"SKU-{1 + i % 50:05d}", "quantity": 1}],
+        "allow_partial": True,
+    }
+    return await client.post("/v1/orders", json=body)
+
+
+ORDERS = 48
+
+
+def test_sigterm_finishes_requests_in_flight_and_leaves_nothing_running(data_dir):
+    port = _free_port()
+    svc = Service(data_dir, port, workers=2)
+    svc.wait_ready()
+    keys = json.loads((data_dir / "demo-keys.json").read_text())
+    planner = {"Authorization": f"Bearer {keys['planner']['key']}"}
+    checkout = {"Authorization": f"Bearer {keys['checkout']['key']}"}
+
+    # A rebalancing run with fixed transfer costs (a MIP per SKU: minutes of solving) keeps
+    # the solver process busy while the service is told to stop.
+    locs = [loc["location_id"] for loc in httpx.get(svc.base + "/v1/locations?limit=1000", headers=planner).json()]
+    stores = [loc for loc in locs if loc.startswith("STORE-")][:5]
+    demand = [
+        {"sku": f"SKU-{s:05d}", "location_id": loc, "units_per_day": 40} for s in range(1, 2001) for loc in stores
+    ]
+    r = httpx.put(svc.base + "/v1/demand", json={"demand": demand}, headers=planner, timeout=60)
+    assert r.status_code == 200, r.text
+    r = httpx.post(
+        svc.base + "/v1/rebalancing-runs", json={"demand": "given", "lanes": {"fixed_cost": 5}}, headers=planner
+    )
+    assert r.status_code == 202, r.text
+    run_url = f"{svc.base}/v1/rebalancing-runs/{r.json()['run_id']}"
+    deadline = time.monotonic() + 60
+    while not httpx.get(run_url, headers=planner).json()["phase"].startswith("solving"):
+        assert time.monotonic() < deadline, "the run never started solving"
+        time.sleep(0.2)
+    time.sleep(1)  # the solver process is up and working
+
+    pg_pid = int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+    children = descendants(svc.proc.pid)
+    assert len(children) >= 3, children  # two uvicorn workers and the solver process at least
+
+    async def orders_then_sigterm() -> tuple[list[httpx.Response], int]:
+        async with httpx.AsyncClient(base_url=svc.base, headers=checkout, timeout=60) as client:
+            placing = [asyncio.create_task(_place_order(client, i)) for i in range(ORDERS)]
+            # The first answer is back: every order has been sent, most are still being routed.
+            _, pending = await asyncio.wait(placing, return_when=asyncio.FIRST_COMPLETED)
+            svc.proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*placing), len(pending)
+
+    sent = time.monotonic()
+    answers, in_flight = asyncio.run(orders_then_sigterm())
+    assert in_flight >= ORDERS // 2, f"only {in_flight} orders in flight: too few to test the drain"
+    statuses = [a.status_code for a in answers]
+    assert statuses == [201] * ORDERS, [a.text[:200] for a in answers if a.status_code != 201]
+    assert svc.proc.wait(30) == 0
+    took = time.monotonic() - sent
+    assert took < 30, f"shutdown took {took:.1f} s"
+
+    # Orphans would be reparented and live on; helpers such as multiprocessing's resource
+    # tracker end a moment after the last process holding them, so allow a short grace.
+    deadline = time.monotonic() + 5
+    while (left := sorted(pid for pid in children | {pg_pid} if alive(pid))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"still running after shutdown: {[cmdline(pid) for pid in left]}"
+    assert not (data_dir / "pg" / "postmaster.pid").exists()
+    # Both workers ran their shutdown to the end (scheduler, runs, solver, pool) and
+    # nothing failed on the way.
+    log = svc.log.read_text()
+    assert log.count("Application shutdown complete") == 2, log[-3000:]
+    assert '"level":"error"' not in log, log[-3000:]
