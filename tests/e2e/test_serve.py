@@ -170,7 +170,7 @@ def test_sigterm_finishes_requests_in_flight_and_leaves_nothing_running(data_dir
     assert r.status_code == 202, r.text
     run_url = f"{svc.base}/v1/rebalancing-runs/{r.json()['run_id']}"
     deadline = time.monotonic() + 60
-    while not httpx.get(run_url, headers=planner).json()["phase"].startswith("solving"):
+    while not httpx.get(run_url, headers=planner).json()["phase"].startswith("planning SKU ranges"):
         assert time.monotonic() < deadline, "the run never started solving"
         time.sleep(0.2)
     time.sleep(1)  # the solver process is up and working
