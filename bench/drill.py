@@ -501,13 +501,17 @@ async def _verify(url: str, drill: Drill, report: Report) -> None:
         report.replayed = len(in_flight)
         after = await snapshot(conn)
         for op, (status, answer) in zip(again, replays, strict=True):
+            got = effect(op, after)
             if op.status is not None:
                 if (status, answer) != (op.status, op.answer):
                     report.inconsistent_replays += 1
                     report.problems.append(f"replayed {op.kind} {op.op_id}: {op.status} then {status}")
+                elif got != "full":
+                    report.double_effects += got == "double"
+                    report.inconsistent_replays += got != "double"
+                    report.problems.append(f"replayed {op.kind} {op.op_id}: then found {got}")
                 continue
             stored = before.keys.get(op.op_id)
-            got = effect(op, after)
             if applied[op.op_id] == "full" and (stored is None or (status, answer) != stored):
                 report.inconsistent_replays += 1
                 report.problems.append(f"in-flight {op.kind} {op.op_id}: replay {status} is not the stored answer")

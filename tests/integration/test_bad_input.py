@@ -1222,7 +1222,7 @@ async def test_an_unknown_or_repeated_query_parameter_is_a_400_problem_naming_it
 async def test_a_list_parameter_may_repeat_and_empty_parts_are_ignored(network, db):
     r = await network.get("/v1/availability?sku=SKU-A&&sku=SKU-B&")
     assert r.status_code == 200, r.text
-    assert [a["sku"] for a in r.json()["skus"]] == ["SKU-A", "SKU-B"]
+    assert [a["sku"] for a in r.json()["items"]] == ["SKU-A", "SKU-B"]
 
 
 async def test_a_write_with_an_unknown_query_parameter_writes_nothing(network, db):
