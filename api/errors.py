@@ -35,6 +35,11 @@ def _slug(title: str) -> str:
     return "/problems/" + title.lower().replace(" ", "-")
 
 
+def engine_problem(exc: EngineError) -> dict[str, Any]:
+    """The problem document of an engine error (also sent inside an event stream)."""
+    return {"type": _slug(exc.title), "title": exc.title, "status": exc.status, "detail": exc.detail, **exc.extra}
+
+
 def engine_error(_: Request, exc: EngineError) -> Response:
     return problem(exc.status, exc.title, exc.detail, type_=_slug(exc.title), **exc.extra)
 
@@ -130,4 +135,4 @@ EXCEPTION_HANDLERS = {
     Exception: unexpected_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "Unauthorized", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "Unauthorized", "engine_problem", "problem"]

@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, frozen=True):
     routing_run_minutes: float = 15.0
     routing_run_seconds: float = 30.0
     rebalancing_cron: str | None = "0 3 * * *"
+    events_retention_hours: float = 72.0
+    events_publish_ms: float = 20.0
+    events_keepalive_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,7 +47,17 @@ class Settings(msgspec.Struct, frozen=True):
             routing_run_minutes=float(env.get("OMNIROUTE_ROUTING_RUN_MINUTES", "15")),
             routing_run_seconds=float(env.get("OMNIROUTE_ROUTING_RUN_SECONDS", "30")),
             rebalancing_cron=_cron(env.get("OMNIROUTE_REBALANCING_CRON", "0 3 * * *")),
+            events_retention_hours=_positive(env, "OMNIROUTE_EVENTS_RETENTION_HOURS", "72"),
+            events_publish_ms=_positive(env, "OMNIROUTE_EVENTS_PUBLISH_MS", "20"),
+            events_keepalive_seconds=_positive(env, "OMNIROUTE_EVENTS_KEEPALIVE_SECONDS", "15"),
         )
+
+
+def _positive(env: dict[str, str], name: str, default: str) -> float:
+    value = float(env.get(name, default))
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value}")
+    return value
 
 
 def _flag(value: str) -> bool:

@@ -6,6 +6,7 @@ EngineError
 ├── Conflict          the request clashes with current state (409)
 │   ├── OutOfStock    not enough `available` for one or more lines
 │   └── IdempotencyMismatch   a reused Idempotency-Key with another body
+├── Gone              a feed cursor older than what is retained (410): resync
 ├── Unauthorized      no valid API key (401)
 └── Forbidden         the key's role or store does not allow this (403)
 """
@@ -46,6 +47,11 @@ class OutOfStock(Conflict):
 
 class IdempotencyMismatch(Conflict):
     title = "Idempotency key reused with a different request"
+
+
+class Gone(EngineError):
+    status = 410
+    title = "Resync required"
 
 
 class Unauthorized(EngineError):

@@ -24,3 +24,17 @@ def test_a_misspelt_or_mistyped_cost_is_refused(tmp_path):
     path.write_text('{"package_cost": "cheap"}')
     with pytest.raises(msgspec.ValidationError):
         load_costs(Settings.from_env({"OMNIROUTE_ROUTING_CONFIG": str(path)}))
+
+
+def test_change_feed_settings_default_and_must_be_positive():
+    s = Settings.from_env({})
+    assert (s.events_retention_hours, s.events_publish_ms, s.events_keepalive_seconds) == (72.0, 20.0, 15.0)
+    s = Settings.from_env({"OMNIROUTE_EVENTS_RETENTION_HOURS": "0.5", "OMNIROUTE_EVENTS_PUBLISH_MS": "50"})
+    assert (s.events_retention_hours, s.events_publish_ms) == (0.5, 50.0)
+    for name in (
+        "OMNIROUTE_EVENTS_RETENTION_HOURS",
+        "OMNIROUTE_EVENTS_PUBLISH_MS",
+        "OMNIROUTE_EVENTS_KEEPALIVE_SECONDS",
+    ):
+        with pytest.raises(ValueError, match=name):
+            Settings.from_env({name: "0"})
