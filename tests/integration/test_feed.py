@@ -3,6 +3,7 @@ consumption while writers commit out of order, filters, long polls, bad input, p
 publisher election and shutdown."""
 
 import asyncio
+import json
 import os
 import random
 import threading
@@ -609,3 +610,14 @@ async def test_a_bulk_load_writes_one_reload_event_not_one_per_position(lone_db)
     assert [(r["kind"], r["payload"]["positions"]) for r in rows] == [("reload", result["positions"])]
     assert result["positions"] > 80_000
     assert enabled == "O"  # on again for everyone else
+
+
+async def test_a_feed_page_is_planned_as_at_most_one_page_of_rows(db):
+    """With event_feed estimated as a table of unknown size (a thousand rows or more), the
+    page's plan looked costly enough to be JIT-compiled: 150 ms per call, at every wake-up
+    of every process. The plan must expect at most `limit` rows, however big `events` is."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        statement = await conn.prepare("EXPLAIN (FORMAT JSON) " + events_store._PAGE_SQL)
+        [plan] = json.loads(await statement.fetchval(100, 0, 2**62, None, None, None))
+    assert plan["Plan"]["Plan Rows"] <= 100, plan["Plan"]
