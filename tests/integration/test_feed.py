@@ -13,12 +13,13 @@ import asyncpg
 import pytest
 
 from engine.core.feed import Filter
-from engine.core.model import Caller, MovementKind, Role
+from engine.core.model import Caller, Role
 from engine.core.reservations import Line
-from engine.core.stock import MovementLine
-from engine.errors import Gone
+from engine.errors import Gone, OutOfStock
 from engine.services import fixtures, jobs
+from engine.services import reservations as reservations_service
 from engine.services.feed import Feed, KeepAlive
+from engine.services.group_commit import ReservationGroups
 from engine.services.reservations import sweep_expired
 from engine.store import bulk
 from engine.store import events as events_store
@@ -30,8 +31,6 @@ from tests.helpers import ADMIN, assert_problem, build_network, make_key, receiv
 from tests.integration.test_rebalancing import apply, propose
 
 NYC = {"lat": 40.7128, "lon": -74.0060}
-ADMIN_CALLER = Caller(key_id="feed-test", role=Role.ADMIN)
-RECEIPT = MovementLine(sku="SKU-A", location_id="DC-NJ", kind=MovementKind.RECEIPT, quantity=5)
 
 
 async def published(db, limit_s: float = 10.0) -> int:
@@ -151,6 +150,28 @@ async def test_reserve_release_commit_and_expiry_each_write_their_events(client,
         (committed, "active", "committed"),
         (expiring, "active", "expired"),
     ]
+
+
+async def test_group_commit_writes_events_only_for_the_holds_it_made(client, db):
+    """Reservations sent together in one statement: a short one is undone with its events."""
+    await build_network(client)
+    await receive(client, "SKU-A", "DC-NJ", 3)
+    start = await cursor_now(client, db)
+    groups = ReservationGroups(db, max_in_flight=1)
+    caller = Caller(key_id="feed-test", role=Role.CHECKOUT)
+    line = [Line(sku="SKU-A", location_id="DC-NJ", quantity=1)]
+    outcomes = await asyncio.gather(
+        *(
+            reservations_service.create(db, caller, line, ttl_seconds=60, reference=None, idem_key=None, groups=groups)
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    held = [json.loads(body)["reservation_id"] for status, body in (o for o in outcomes if isinstance(o, tuple))]
+    assert len(held) == 3 and sum(isinstance(o, OutOfStock) for o in outcomes) == 2
+    events, _ = await drain(client, db, start)
+    assert sorted(e["payload"]["reservation_id"] for e in events if e["kind"] == "reservation") == sorted(held)
+    assert [e["payload"]["available"] for e in events if e["kind"] == "stock"] == [2, 1, 0]
 
 
 async def test_placing_and_cancelling_an_order_write_order_fulfillment_and_stock_events(client, db):
