@@ -35,7 +35,9 @@ import asyncpg
 from bench.common import RawClient, Service, database, table
 from bench.sse import SseClient, delivery_ms
 from engine.core.reservations import Line, Status
+from engine.services.jobs import LOCKS
 from engine.store import events as events_store
+from engine.store import meta
 from engine.store import reservations as reservations_store
 from engine.store.db import create_pool
 
@@ -103,9 +105,12 @@ async def write_round(pool: asyncpg.Pool, where: list, clients: int, seconds: fl
 
 
 async def publisher(url: str, stop: asyncio.Event) -> int:
+    """The service's publisher loop, under its advisory lock: there must never be two."""
     conn = await asyncpg.connect(url)
     total = 0
     try:
+        if not await meta.try_lock(conn, LOCKS["publish-events"]):
+            raise RuntimeError("a service publishes the feed of this database: stop it first")
         while not stop.is_set():
             n, _ = await events_store.publish(conn, 5000)
             total += n
@@ -280,6 +285,10 @@ async def reads(url: str, args: argparse.Namespace) -> list[dict]:
             raise _Rollback
     except _Rollback:
         pass
+    try:
+        # The rolled-back rows left dead index entries above the feed's head, which every
+        # page read from the head would step over until a vacuum: remove them now.
+        await conn.execute("VACUUM events")
     finally:
         await conn.close()
     return rows
