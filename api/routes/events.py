@@ -106,7 +106,10 @@ def _event_frame(event: FeedEvent) -> bytes:
 
 async def _sse(feed: Feed, cursor: int | None, flt: Filter) -> AsyncIterator[bytes]:
     """SSE frames: one chunk per batch of events; a comment as keep-alive, with an `id:` line
-    (no data, so no event fires) when the cursor moved past events the filter skipped."""
+    (no data, so no event fires) when the cursor moved past events the filter skipped.
+
+    Framed here rather than with litestar's ServerSentEvent, which sends one ASGI message per
+    event and would wrap each event's pre-encoded JSON again: a batch goes out as one write."""
     EVENT_STREAMS.inc()
     first = True
     try:
