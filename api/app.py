@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Response, Router
@@ -19,6 +22,7 @@ from api.query import query_rules, strict_query
 from api.ratelimit import RateLimiter
 from api.routes.availability import AvailabilityController
 from api.routes.catalog import ItemController, LocationController
+from api.routes.events import EventController
 from api.routes.keys import ApiKeyController
 from api.routes.ops import OpsController
 from api.routes.orders import OrderController
@@ -28,6 +32,7 @@ from api.routes.stock import StockController
 from api.scheduler import start_scheduler
 from engine.config import Settings, load_costs
 from engine.services import runs
+from engine.services.feed import Feed
 from engine.services.group_commit import ReservationGroups
 from engine.services.keys import KeyRing
 from engine.services.reads import Reads
@@ -66,12 +71,22 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         app.state.costs = load_costs(settings)
         app.state.settings = settings
         app.state.query_rules = query_rules(app)
+        feed = app.state.feed = Feed(
+            pool,
+            database_url,
+            publish_interval=settings.events_publish_ms / 1000,
+            keepalive=settings.events_keepalive_seconds,
+        )
+        await feed.start()
+        restore_signals = _end_streams_on_exit_signals(feed)
         scheduler = start_scheduler(pool, settings, app.state.costs) if settings.scheduler else None
         try:
             yield
         finally:
+            restore_signals()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            await feed.stop()
             await runs.stop_all()
             await app.state.reads.close()
             await pool.close()
@@ -85,6 +100,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             AvailabilityController,
             ApiKeyController,
             ReservationController,
+            EventController,
             OrderController,
             RoutingRunController,
             DemandController,
@@ -108,3 +124,33 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             security=[{"bearer": []}],
         ),
     )
+
+
+def _end_streams_on_exit_signals(feed: Feed) -> Callable[[], None]:
+    """End open event streams as soon as SIGINT or SIGTERM arrives.
+
+    uvicorn waits for open requests to finish before it runs the lifespan shutdown, and an
+    event stream never finishes by itself, so shutdown would wait out its graceful timeout.
+    The handlers uvicorn installed are wrapped (and put back at shutdown): streams end
+    first, then uvicorn handles the signal as before. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if not callable(handler):
+            continue
+
+        def on_signal(signum: int, frame: object, handler: Callable = handler) -> None:
+            loop.call_soon_threadsafe(feed.end_streams)
+            handler(signum, frame)
+
+        previous[sig] = handler
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

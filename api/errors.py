@@ -49,6 +49,7 @@ _MEANING = {
     403: "The key's role, or the POS key's store, does not allow this.",
     404: "No such resource (or not one this key may see).",
     409: "The request clashes with the current state, or an Idempotency-Key was reused with another request.",
+    410: "The feed cursor is older than what is kept, or ahead of the feed: read the state again, then follow.",
     413: "The body is over the size limit.",
     422: "Well-formed, but names an unknown SKU or location, repeats a line, or asks for something not allowed.",
     429: "This key is over its rate limit; retry after the Retry-After seconds.",
@@ -84,6 +85,11 @@ def problem(
 
 def _slug(title: str) -> str:
     return "/problems/" + title.lower().replace(" ", "-")
+
+
+def engine_problem(exc: EngineError) -> dict[str, Any]:
+    """The problem document of an engine error (also sent inside an event stream)."""
+    return {"type": _slug(exc.title), "title": exc.title, "status": exc.status, "detail": exc.detail, **exc.extra}
 
 
 def engine_error(_: Request, exc: EngineError) -> Response:
@@ -181,4 +187,4 @@ EXCEPTION_HANDLERS = {
     Exception: unexpected_error,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "Problem", "Unauthorized", "problem", "problems"]
+__all__ = ["EXCEPTION_HANDLERS", "Problem", "Unauthorized", "engine_problem", "problem", "problems"]

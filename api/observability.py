@@ -10,7 +10,7 @@ import uuid
 
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -21,6 +21,7 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
+EVENT_STREAMS = Gauge("omniroute_event_streams", "open change-feed event streams (SSE)")
 
 _log_encoder = msgspec.json.Encoder()
 access_log = logging.getLogger("omniroute.access")

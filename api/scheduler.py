@@ -1,5 +1,6 @@
 """APScheduler set-up: reservation expiry every few seconds, idempotency purge hourly,
-routing runs every few minutes and the rebalancing run nightly (both configurable)."""
+change-feed purge every ten minutes, routing runs every few minutes and the rebalancing run
+nightly (both configurable)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def start_scheduler(pool: asyncpg.Pool, settings: Settings, costs: CostModel) ->
         hours=1,
         args=[pool, "purge-idempotency", jobs.purge_idempotency(settings.idempotency_hours)],
         id="purge-idempotency",
+        next_run_time=datetime.now(UTC),
+        **common,
+    )
+    scheduler.add_job(
+        jobs.run_exclusively,
+        "interval",
+        minutes=10,
+        args=[pool, "purge-events", jobs.purge_events(settings.events_retention_hours)],
+        id="purge-events",
         next_run_time=datetime.now(UTC),
         **common,
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from engine.core.feed import KINDS
 from engine.core.model import LocationKind, Role
 
 MAX_MOVEMENTS = 1_000
@@ -211,3 +212,15 @@ class RebalancingRunIn(Struct, forbid_unknown_fields=True, kw_only=True):
     max_sources_per_destination: Annotated[int, Meta(ge=1, le=1000)] = 8
     time_limit_s: Annotated[float, Meta(gt=0, le=60, description="per-SKU MIP limit (fixed lane costs)")] = 1.0
     skus: Annotated[list[Id], Meta(min_length=1, max_length=MAX_DEMAND_ROWS)] | None = None
+
+
+MAX_FEED_FILTER = 100
+EventKind = Literal["stock", "reservation", "order", "fulfillment", "discrepancy", "reload"]
+
+
+class EventFilterIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """The filters of GET /v1/events (query parameters, each repeatable)."""
+
+    kind: Annotated[list[EventKind], Meta(max_length=len(KINDS))] | None = None
+    sku: Annotated[list[Id], Meta(max_length=MAX_FEED_FILTER)] | None = None
+    location_id: Annotated[list[Id], Meta(max_length=MAX_FEED_FILTER)] | None = None

@@ -30,6 +30,9 @@ class Settings(msgspec.Struct, frozen=True):
     key_cache_seconds: float = 5.0
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0
+    events_retention_hours: float = 72.0
+    events_publish_ms: float = 20.0
+    events_keepalive_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -60,6 +63,9 @@ class Settings(msgspec.Struct, frozen=True):
             key_cache_seconds=_number(env, "OMNIROUTE_KEY_CACHE_SECONDS", "5", high=60),
             rate_limit_per_second=rate,
             rate_limit_burst=burst,
+            events_retention_hours=_positive(env, "OMNIROUTE_EVENTS_RETENTION_HOURS", "72"),
+            events_publish_ms=_positive(env, "OMNIROUTE_EVENTS_PUBLISH_MS", "20"),
+            events_keepalive_seconds=_positive(env, "OMNIROUTE_EVENTS_KEEPALIVE_SECONDS", "15"),
         )
 
 
@@ -72,6 +78,13 @@ def _number(env: dict[str, str], name: str, default: str, *, high: float, intege
         raise ValueError(f"{name}={raw!r}: expected a {'whole ' if integer else ''}number") from None
     if not (0 <= value <= high):
         raise ValueError(f"{name}={raw!r}: expected a number from 0 to {high}")
+    return value
+
+
+def _positive(env: dict[str, str], name: str, default: str) -> float:
+    value = float(env.get(name, default))
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value}")
     return value
 
 

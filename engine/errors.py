@@ -7,6 +7,7 @@ EngineError
 │   ├── OutOfStock    not enough `available` for one or more lines
 │   ├── IdempotencyMismatch   a reused Idempotency-Key with another body
 │   └── KeyAlreadyIssued      a retried key creation: the secret was shown once
+├── Gone              a feed cursor older than what is retained (410): resync
 ├── Unauthorized      no valid API key (401)
 └── Forbidden         the key's role or store does not allow this (403)
 """
@@ -51,6 +52,11 @@ class IdempotencyMismatch(Conflict):
 
 class KeyAlreadyIssued(Conflict):
     title = "API key already issued"
+
+
+class Gone(EngineError):
+    status = 410
+    title = "Resync required"
 
 
 class Unauthorized(EngineError):

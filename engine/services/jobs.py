@@ -12,13 +12,21 @@ from engine.config import Settings
 from engine.core.routing import CostModel
 from engine.errors import Conflict
 from engine.services import rebalancing, routing_runs
+from engine.store import events as events_store
 from engine.store import idempotency as idem_store
 from engine.store import meta
 
 log = logging.getLogger("omniroute.jobs")
 
-# Advisory lock keys, one per job (the migration lock is 0x6F6D6E69).
-LOCKS = {"expire-reservations": 0x6F6D0001, "purge-idempotency": 0x6F6D0002}
+# Advisory lock keys, one per job (the migration lock is 0x6F6D6E69; runs take 0x6F6D0003
+# and 0x6F6D0004, engine.services.runs.LOCKS).
+LOCKS = {
+    "expire-reservations": 0x6F6D0001,
+    "purge-idempotency": 0x6F6D0002,
+    "purge-events": 0x6F6D0005,
+    "publish-events": 0x6F6D0006,  # held for as long as a process publishes the change feed
+}
+PURGE_EVENTS_BATCH = 10_000
 
 
 async def run_exclusively(pool: asyncpg.Pool, name: str, job: Callable[[asyncpg.Pool], Awaitable[int]]) -> bool:
@@ -70,5 +78,21 @@ def purge_idempotency(hours: float) -> Callable[[asyncpg.Pool], Awaitable[int]]:
     async def job(pool: asyncpg.Pool) -> int:
         async with pool.acquire() as conn:
             return await idem_store.purge(conn, hours)
+
+    return job
+
+
+def purge_events(hours: float, batch: int = PURGE_EVENTS_BATCH) -> Callable[[asyncpg.Pool], Awaitable[int]]:
+    """Delete events published more than `hours` ago, oldest first, `batch` per transaction.
+    A consumer whose cursor falls behind what is left gets 410 and resyncs."""
+
+    async def job(pool: asyncpg.Pool) -> int:
+        total = 0
+        while True:
+            async with pool.acquire() as conn:
+                deleted = await events_store.purge(conn, hours=hours, limit=batch)
+            total += deleted
+            if deleted < batch:
+                return total
 
     return job

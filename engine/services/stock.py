@@ -11,6 +11,7 @@ from engine.core.model import Caller, Position, Role
 from engine.errors import BadInput
 from engine.services import idempotency
 from engine.store import catalog as catalog_store
+from engine.store import events as events_store
 from engine.store import stock as store
 
 
@@ -48,7 +49,7 @@ async def record_movements(
         positions = await store.get_positions(conn, keys)
         short = {(d.sku, d.location_id) for d in deltas if d.discrepancy}
         discrepancies = [p for p in positions if (p.sku, p.location_id) in short]
-        await store.record_events(
+        await events_store.record(
             conn,
             [
                 ("discrepancy", p.sku, p.location_id, {"on_hand": p.on_hand, "reserved": p.reserved})

@@ -46,8 +46,8 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> asy
     )
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(url)
+async def connect(url: str, *, command_timeout: float | None = None) -> asyncpg.Connection:
+    conn = await asyncpg.connect(url, command_timeout=command_timeout)
     await _init_connection(conn)
     return conn
 

@@ -62,20 +62,6 @@ async def apply_deltas(conn: asyncpg.Connection, deltas: list[Delta], *, referen
     )
 
 
-async def record_events(conn: asyncpg.Connection, events: list[tuple[str, str | None, str | None, dict]]) -> None:
-    """Append (kind, sku, location_id, payload) rows to the outbox."""
-    if not events:
-        return
-    await conn.execute(
-        """INSERT INTO events (kind, sku, location_id, payload)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])""",
-        [e[0] for e in events],
-        [e[1] for e in events],
-        [e[2] for e in events],
-        [e[3] for e in events],
-    )
-
-
 # `reserved` as callers see it: holds past their expiry that the sweep has not released
 # yet no longer count (the position row still carries them until it does).
 _POSITION_SQL = """

@@ -242,6 +242,7 @@ MATRIX: dict[str, tuple[dict[str, int], Prepare]] = {
     "GET /v1/stock": (only(200, *ANY_KEY), fixed("/v1/stock", params={"location_id": "STORE-NYC"})),
     "GET /v1/availability": (only(200, *ANY_KEY), fixed("/v1/availability", params={"sku": ["SKU-A"], **NYC})),
     "POST /v1/availability": (only(200, *ANY_KEY), fixed("/v1/availability", json={"skus": ["SKU-A", "SKU-B"]})),
+    "GET /v1/events": (only(200, *ANY_KEY), fixed("/v1/events", params={"timeout": "0"})),
     "GET /v1/api-keys": (only(200, "admin"), fixed("/v1/api-keys")),
     "POST /v1/api-keys": (only(201, "admin"), fixed("/v1/api-keys", json={"role": "planner"})),
     "DELETE /v1/api-keys/{key_id:str}": (only(204, "admin"), victim_key),

@@ -1,0 +1,326 @@
+"""The change feed in one process: the publisher (when elected), the tail that follows the
+published feed, and its readers (long-poll pages and event streams).
+
+Publisher. Every process runs one candidate; the one holding the `publish-events`
+advisory lock numbers committed events every `publish_interval` seconds (engine.store.events
+.publish) and sends one NOTIFY per batch that numbered anything. The lock is a session lock
+on the publisher's own connection: if that process dies, its connection closes, the lock is
+released and another process takes over within `ELECTION_SECONDS`.
+
+Tail. Every process keeps one LISTEN connection and, when notified (or every
+`FOLLOW_SECONDS` in case a notification was lost with a connection), reads the events
+published since its high-water mark: one query per process per batch, however many streams
+are open. It keeps the newest `tail_size` events in memory; the tail holds every published
+event with seq in (tail_from, head], so a reader whose cursor falls in that range is served
+from memory, and any other reader reads the database (one windowed page at a time).
+
+Readers never hold a connection while they wait, and end when `end_streams` is called (the
+server is shutting down) so that they never hold up a graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import msgspec
+from prometheus_client import Counter, Histogram
+
+from engine.core.feed import Filter, check_cursor
+from engine.services.jobs import LOCKS
+from engine.store import events as store
+from engine.store import meta
+from engine.store.db import connect
+
+log = logging.getLogger("omniroute.feed")
+
+PUBLISH_BATCH = 5_000
+REFRESH_BATCH = 5_000
+TAIL_SIZE = 20_000
+WINDOW = 50_000  # seq numbers one database page looks ahead
+MAX_SEQ = 2**63 - 1
+ELECTION_SECONDS = 1.0
+FOLLOW_SECONDS = 1.0
+RECONNECT_SECONDS = 1.0
+COMMAND_TIMEOUT = 30.0
+
+PUBLISHED = Counter("omniroute_events_published_total", "events numbered by this process's publisher")
+FOLLOW_LAG = Histogram(
+    "omniroute_event_follow_seconds",
+    "from an event's write to this process holding it in its tail (publication and wake-up)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+
+_encoder = msgspec.json.Encoder()
+
+
+class FeedEvent(msgspec.Struct, frozen=True):
+    """A published event and its JSON (encoded once, shared by every reader)."""
+
+    seq: int
+    kind: str
+    sku: str | None
+    location_id: str | None
+    data: bytes
+
+
+class KeepAlive(msgspec.Struct, frozen=True):
+    """Nothing new for a while. `cursor`, when set, is a position past every event the
+    stream sent that the consumer may resume from (its filter skipped what lies between)."""
+
+    cursor: int | None
+
+
+def _wrap(event: store.Event) -> FeedEvent:
+    return FeedEvent(event.seq, event.kind, event.sku, event.location_id, _encoder.encode(event))
+
+
+class Feed:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        url: str,
+        *,
+        publish_interval: float = 0.02,
+        keepalive: float = 15.0,
+        tail_size: int = TAIL_SIZE,
+        window: int = WINDOW,
+    ) -> None:
+        self._pool = pool
+        self._url = url
+        self._publish_interval = publish_interval
+        self._keepalive = keepalive
+        self._tail_size = tail_size
+        self._window = window
+        self.is_publisher = False
+        self.head = 0  # highest seq this process holds (every event up to it is published)
+        self._live = False  # the tail follows the feed
+        self._tail_from = 0
+        self._seqs: list[int] = []
+        self._items: list[FeedEvent] = []
+        self._ending = False
+        self._stop = asyncio.Event()
+        self._dirty = asyncio.Event()  # something was published beyond `head`
+        self._wake = asyncio.Event()  # replaced each time `head` moves; readers wait on it
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._publish())]
+
+    def end_streams(self) -> None:
+        """Every open stream and long poll ends at once (the server is shutting down)."""
+        self._ending = True
+        self._notify()
+
+    async def stop(self) -> None:
+        self.end_streams()
+        self._stop.set()
+        self._dirty.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def _notify(self) -> None:
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, or less if the feed stops."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
+            pass
+
+    # -- publisher ---------------------------------------------------------------------
+
+    async def _publish(self) -> None:
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = await connect(self._url, command_timeout=COMMAND_TIMEOUT)
+                while not await meta.try_lock(conn, LOCKS["publish-events"]):
+                    await self._sleep(ELECTION_SECONDS)
+                    if self._stop.is_set():
+                        return
+                self.is_publisher = True
+                log.info("this process publishes the change feed")
+                while not self._stop.is_set():
+                    published, head = await store.publish(conn, PUBLISH_BATCH)
+                    if published:
+                        PUBLISHED.inc(published)
+                        if head > self.head:
+                            self._dirty.set()  # this process's tail need not wait for the NOTIFY
+                    if published < PUBLISH_BATCH:
+                        await self._sleep(self._publish_interval)
+            except Exception:  # noqa: BLE001 - the publisher must outlive any one failure
+                log.exception("change feed publisher failed; reconnecting")
+            finally:
+                self.is_publisher = False
+                if conn is not None:
+                    conn.terminate()  # ends the session, and with it the advisory lock
+            await self._sleep(RECONNECT_SECONDS)
+
+    # -- tail ----------------------------------------------------------------------------
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.isdigit() and int(payload) > self.head:
+            self._dirty.set()
+
+    async def _follow(self) -> None:
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = await connect(self._url, command_timeout=COMMAND_TIMEOUT)
+                await conn.add_listener(store.CHANNEL, self._on_notify)
+                if not self._live:
+                    self.head, _ = await store.bounds(conn)
+                    self._tail_from = self.head
+                    self._live = True
+                while not self._stop.is_set():
+                    self._dirty.clear()
+                    await self._refresh(conn)
+                    try:
+                        async with asyncio.timeout(FOLLOW_SECONDS):
+                            await self._dirty.wait()
+                    except TimeoutError:
+                        pass
+            except Exception:  # noqa: BLE001 - the tail must outlive any one failure
+                log.exception("change feed follower failed; reconnecting")
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await self._sleep(RECONNECT_SECONDS)
+
+    async def _refresh(self, conn: asyncpg.Connection) -> None:
+        """Append everything published after `head` to the tail (contiguously: each page
+        continues where the last one stopped), then wake the readers."""
+        moved = False
+        while True:
+            page = await store.page(conn, self.head, limit=REFRESH_BATCH, upto=MAX_SEQ)
+            if page.events:
+                now = time.time()
+                for event in page.events:
+                    FOLLOW_LAG.observe(max(0.0, now - event.created_at.timestamp()))
+                self._seqs.extend(e.seq for e in page.events)
+                self._items.extend(_wrap(e) for e in page.events)
+            if page.scanned_through > self.head:
+                self.head = page.scanned_through
+                moved = True
+            if len(page.events) < REFRESH_BATCH:
+                break
+        excess = len(self._seqs) - self._tail_size
+        if excess > self._tail_size // 4:  # trim in chunks, not on every refresh
+            self._tail_from = self._seqs[excess - 1]
+            del self._seqs[:excess]
+            del self._items[:excess]
+        if page.purged_through > self._tail_from:
+            # Follow the purge, so that every process answers an old cursor alike (410).
+            gone = bisect.bisect_right(self._seqs, page.purged_through)
+            del self._seqs[:gone]
+            del self._items[:gone]
+            self._tail_from = page.purged_through
+        if moved:
+            self._notify()
+
+    # -- readers -------------------------------------------------------------------------
+
+    async def head_now(self) -> int:
+        """A cursor at the newest event (what "start from now" means)."""
+        if self._live:
+            return self.head
+        async with self._pool.acquire() as conn:
+            return (await store.bounds(conn))[0]
+
+    async def read(self, after: int, flt: Filter, limit: int) -> tuple[list[FeedEvent], int, bool]:
+        """Up to `limit` matching events after `after`: (events, next cursor, more known).
+
+        From the tail when it covers `after`, else one database page (which raises Gone if
+        events after `after` were purged, or if `after` is ahead of the feed)."""
+        if self._live and self._tail_from <= after <= self.head:
+            start = bisect.bisect_right(self._seqs, after)
+            found = []
+            for i in range(start, len(self._items)):
+                item = self._items[i]
+                if flt.matches(item.kind, item.sku, item.location_id):
+                    found.append(item)
+                    if len(found) == limit:
+                        return found, item.seq, True
+            return found, self.head, False
+        async with self._pool.acquire() as conn:
+            page = await store.page(
+                conn,
+                after,
+                limit=limit,
+                upto=min(after + self._window, MAX_SEQ),
+                kinds=sorted(flt.kinds) if flt.kinds else None,
+                skus=sorted(flt.skus) if flt.skus else None,
+                locations=sorted(flt.locations) if flt.locations else None,
+            )
+        check_cursor(after, page.published_through, page.purged_through)
+        return [_wrap(e) for e in page.events], page.scanned_through, page.scanned_through < page.published_through
+
+    async def check(self, after: int) -> None:
+        """Raise Gone now, before a stream starts, if `after` cannot be served."""
+        if not (self._live and self._tail_from <= after <= self.head):
+            async with self._pool.acquire() as conn:
+                published, purged = await store.bounds(conn)
+            check_cursor(after, published, purged)
+
+    async def _wait(self, wake: asyncio.Event, seconds: float) -> bool:
+        if seconds <= 0 or self._ending:
+            return False
+        try:
+            async with asyncio.timeout(seconds):
+                await wake.wait()
+        except TimeoutError:
+            return False
+        return not self._ending
+
+    async def poll(self, after: int | None, flt: Filter, *, limit: int, wait: float) -> tuple[list[FeedEvent], int]:
+        """A long-poll page: the matching events after `after` as soon as there is at least
+        one, or none once `wait` seconds pass. Returns (events, cursor for the next call)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        cursor = await self.head_now() if after is None else after
+        while True:
+            wake = self._wake  # taken before reading, so a batch published meanwhile still wakes us
+            found, cursor, more = await self.read(cursor, flt, limit)
+            if found or self._ending:
+                return found, cursor
+            if more and loop.time() < deadline:
+                continue  # a filtered read stopped at a window edge: read on
+            if not await self._wait(wake, deadline - loop.time()):
+                return [], cursor
+
+    async def stream(
+        self, after: int | None, flt: Filter, *, batch: int = 500
+    ) -> AsyncIterator[list[FeedEvent] | KeepAlive]:
+        """Batches of matching events, in order, from `after` on, until `end_streams`.
+
+        Starts with a KeepAlive naming the starting cursor, so that a consumer that began
+        "from now" resumes from there rather than from a later "now"; then a KeepAlive every
+        `keepalive` seconds without events. Gone mid-stream (events purged under a consumer
+        that fell that far behind) propagates to the caller."""
+        cursor = await self.head_now() if after is None else after
+        yield KeepAlive(cursor=cursor)
+        sent = cursor
+        while not self._ending:
+            wake = self._wake
+            found, cursor, more = await self.read(cursor, flt, batch)
+            if found:
+                sent = found[-1].seq
+                yield found
+            if found or more:
+                continue
+            if not await self._wait(wake, self._keepalive) and not self._ending:
+                yield KeepAlive(cursor=cursor if cursor != sent else None)
+                sent = cursor
