@@ -244,11 +244,13 @@ async def test_concurrent_checkout_during_a_run_never_oversells(client, db):
         held = await conn.fetchval("SELECT coalesce(sum(quantity), 0) FROM reservation_lines WHERE state = 'active'")
         total_reserved = await conn.fetchval("SELECT sum(reserved) FROM stock_positions")
     assert held == total_reserved == 3  # the two orders' units, wherever they ended up; shoppers gave theirs back
+    # If the shoppers held the spare units when the run read stock, it saw nothing better
+    # and proposed no change: that too is "neither moved".
     applied = {c["order_id"]: c["applied"] for c in run["changes"]}
-    assert applied["web-1"] == applied["web-2"]  # one group: both moved or neither
+    assert applied.get("web-1", False) == applied.get("web-2", False)  # one group: both moved or neither
     expect = (
         {"web-1": ["STORE-PHL"], "web-2": ["DC-NJ"]}
-        if applied["web-1"]
+        if applied.get("web-1", False)
         else {"web-1": ["DC-NJ"], "web-2": ["DC-NJ", "STORE-PHL"]}
     )
     for oid, locations in expect.items():
