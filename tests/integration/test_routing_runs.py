@@ -245,9 +245,9 @@ async def test_concurrent_checkout_during_a_run_never_oversells(client, db):
         total_reserved = await conn.fetchval("SELECT sum(reserved) FROM stock_positions")
     assert held == total_reserved == 3  # the two orders' units, wherever they ended up; shoppers gave theirs back
     # Which plan is cheapest depends on what the shoppers held when the run read the stock
-    # (both orders move, or only order 2's A line): every group is applied whole or skipped
-    # whole, and each order ends where its change says, or where it was.
-    assert run["changes"], run  # the split is worth removing whatever the shoppers held
+    # (both orders move, only order 2's A line, or nothing when they held the spare units):
+    # every group is applied whole or skipped whole, and each order ends where its change
+    # says, or where it was.
     outcome: dict[int, set[bool]] = {}
     for c in run["changes"]:
         outcome.setdefault(c["group"], set()).add(c["applied"])
