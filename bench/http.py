@@ -1,0 +1,244 @@
+"""The data plane over HTTP on the 10M network, against the same SQL issued directly.
+
+    uv run --extra dev python -m bench.http [--size large] [--clients 32 64] [--workers 1 2] [--seconds 15]
+
+For every --workers value the service runs as `omniroute serve --workers N`; for every
+--clients value, in the same run:
+
+  availability   a 10-SKU basket with a 50 km pickup radius near a US metro (seeded, as in
+                 bench.availability): GET /v1/availability over HTTP, against the statement
+                 the service runs (engine.store.availability.fetch) from asyncpg (the ceiling).
+  reservations   hold one unit at a seeded random position with stock, then release it:
+                 POST /v1/reservations + POST …/release over HTTP, against the same two
+                 service calls made straight on an asyncpg pool, no HTTP (the ceiling: the
+                 same statements, one reservation per statement, no group commit).
+  delivery       while the HTTP reservations run, one SSE client follows
+                 /v1/events?kind=reservation; for each hold the client made, the time from
+                 its 201 arriving to its `active` event arriving (a lower bound of
+                 commit-to-delivery: the commit precedes the 201) and from the event's
+                 created_at, stamped just before the commit, to its arrival (an upper bound).
+
+A pair (hold + release) is one operation: rps counts pairs, p50/p99 are per pair. At the
+end the ledger of every position is re-summed: drift must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from bench import availability as avail
+from bench import reservations as resv
+from bench.common import RawClient, Service, database, run_load, table
+from bench.sse import SseClient, envelope
+from engine.core.model import Caller, Role
+from engine.core.reservations import Line
+from engine.services import reservations
+from engine.services.stock import check_ledger
+from engine.store.db import create_pool
+
+JSON = "Content-Type: application/json\r\n"
+TTL = 120
+
+
+class _Created(msgspec.Struct):
+    reservation_id: str
+
+
+class _ReservationEvent(msgspec.Struct):
+    reservation_id: str
+    status: str
+
+
+_created = msgspec.json.Decoder(_Created)
+_event = msgspec.json.Decoder(_ReservationEvent)
+
+
+def _pct(values: list[float], p: int) -> float | None:
+    if len(values) < 2:
+        return values[0] if values else None
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+async def reserve_ceiling(url: str, positions: list[resv.Position], clients: int, seconds: float) -> dict:
+    pool = await create_pool(url, min_size=clients, max_size=clients)
+    caller = Caller(key_id="bench-ceiling", role=Role.ADMIN)
+    n = len(positions)
+
+    def worker(cid: int):
+        async def call(i: int) -> None:
+            sku, loc = positions[(cid * 7919 + i) % n]
+            status, body = await reservations.create(
+                pool,
+                caller,
+                [Line(sku=sku, location_id=loc, quantity=1)],
+                ttl_seconds=TTL,
+                reference=None,
+                idem_key=None,
+            )
+            rid = UUID(_created.decode(body).reservation_id)
+            status, _ = await reservations.release(pool, caller, rid, None)
+            if status != 200:
+                raise RuntimeError(f"release answered {status}")
+
+        return call
+
+    try:
+        await run_load(clients, 2, worker)
+        return await run_load(clients, seconds, worker)
+    finally:
+        await pool.close()
+
+
+async def reserve_http(port: int, positions: list[resv.Position], clients: int, seconds: float) -> tuple[dict, dict]:
+    """Hold + release pairs over HTTP, and the feed's delivery of each hold's event."""
+    conns = [RawClient(port) for _ in range(clients)]
+    acked: dict[str, float] = {}
+    lower: list[float] = []
+    upper: list[float] = []
+    n = len(positions)
+    measuring = False
+
+    def worker(cid: int):
+        async def call(i: int) -> None:
+            status, body = await conns[cid].request(
+                "POST", "/v1/reservations", resv.body(positions[(cid * 7919 + i) % n], TTL), JSON
+            )
+            if status != 201:
+                raise RuntimeError(f"POST /v1/reservations answered {status}: {body[:500]!r}")
+            rid = _created.decode(body).reservation_id
+            if measuring:
+                acked[rid] = time.time()
+            status, body = await conns[cid].request("POST", f"/v1/reservations/{rid}/release")
+            if status != 200:
+                raise RuntimeError(f"release answered {status}: {body[:500]!r}")
+
+        return call
+
+    async def follow(feed: SseClient) -> None:
+        pending: dict[str, tuple[float, float]] = {}  # events that beat their 201 to the client
+        async for message in feed:
+            if message.data is None or message.event != "reservation":
+                continue
+            env = envelope(message)
+            ev = _event.decode(env.payload)
+            if ev.status != "active":
+                continue
+            pending[ev.reservation_id] = (message.received, env.created_at.timestamp())
+            for rid in [r for r in pending if r in acked]:
+                received, created = pending.pop(rid)
+                lower.append((received - acked.pop(rid)) * 1000)
+                upper.append((received - created) * 1000)
+
+    async with SseClient(port, "/v1/events?kind=reservation") as feed:
+        follower = asyncio.create_task(follow(feed))
+        try:
+            await run_load(clients, 2, worker)
+            measuring = True
+            result = await run_load(clients, seconds, worker)
+            measuring = False
+            await asyncio.sleep(1.0)  # the last events of the run
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+            for c in conns:
+                await c.close()
+    delivery = {
+        "events": len(lower),
+        "unmatched": len(acked),
+        "201->event p50": _pct(lower, 50),
+        "201->event p99": _pct(lower, 99),
+        "created_at->event p50": _pct(upper, 50),
+        "created_at->event p99": _pct(upper, 99),
+    }
+    return result, delivery
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="large", choices=["demo", "large"])
+    ap.add_argument("--clients", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--positions", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+
+    url, pg = database(args.size)
+    rows: list[dict] = []
+    deliveries: list[dict] = []
+    try:
+        n_skus = asyncio.run(_count(url, "SELECT count(*) FROM items"))
+        baskets = avail.baskets(2000, n_skus, seed=args.seed)
+        positions = asyncio.run(resv.plan(url, args.positions, args.seed)).spread
+        for workers in args.workers:
+            svc = Service(url, workers=workers, pool_max=max(args.clients))
+            try:
+                for clients in args.clients:
+                    asyncio.run(avail.settle(url))
+                    ceil = asyncio.run(avail.sql_ceiling(url, baskets, clients, args.seconds))
+                    res = asyncio.run(avail.http(svc.port, baskets, clients, args.seconds))
+                    rows.append(_row("availability", "SQL (ceiling)", workers, clients, ceil, ceil))
+                    rows.append(_row("availability", "HTTP GET", workers, clients, res, ceil))
+                    ceil = asyncio.run(reserve_ceiling(url, positions, clients, args.seconds))
+                    res, delivery = asyncio.run(reserve_http(svc.port, positions, clients, args.seconds))
+                    rows.append(_row("hold+release", "service calls (ceiling)", workers, clients, ceil, ceil))
+                    rows.append(_row("hold+release", "HTTP POST x2", workers, clients, res, ceil))
+                    deliveries.append({"workers": workers, "clients": clients, **delivery})
+                    print(json.dumps(rows[-4:] + deliveries[-1:], default=str), flush=True)
+            finally:
+                svc.stop()
+        checked, drift = asyncio.run(_ledger(url))
+    finally:
+        if pg is not None:
+            pg.stop()
+    print(f"\nHTTP data plane, {args.size} network, {args.seconds:g} s per measurement (+2 s warm-up)")
+    print(f"{os.cpu_count()} cores; command: uv run --extra dev python -m bench.http {' '.join(sys.argv[1:])}")
+    print(table(rows, ["path", "via", "workers", "clients", "requests", "rps", "p50", "p99", "ratio"]))
+    print("(rps: availability requests or hold+release pairs per second; p50/p99 in ms, client side)")
+    print("\nchange feed delivery of each hold's event to one SSE client, during the HTTP holds above (ms)")
+    print(table(deliveries, list(deliveries[0])))
+    print(f"\nledger: {checked:,} positions re-summed, drift {drift}")
+    if drift:
+        raise SystemExit("ledger drift")
+
+
+def _row(path: str, via: str, workers: int, clients: int, res: dict, ceil: dict) -> dict:
+    return {
+        "path": path,
+        "via": via,
+        "workers": workers,
+        "clients": clients,
+        **res,
+        "ratio": res["rps"] / ceil["rps"],
+    }
+
+
+async def _count(url: str, sql: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+async def _ledger(url: str) -> tuple[int, int]:
+    pool = await create_pool(url, min_size=1, max_size=4)
+    try:
+        checked, drift, _ = await check_ledger(pool)
+        return checked, drift
+    finally:
+        await pool.close()
+
+
+if __name__ == "__main__":
+    main()
