@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -43,21 +44,27 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pg.stop()
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    name = f"omniroute_test_{os.getpid()}"
+@asynccontextmanager
+async def fresh_database(server_url: str, name: str) -> AsyncIterator[str]:
+    """A new, migrated database `name` on the server (its URL), dropped afterwards."""
     admin = await asyncpg.connect(server_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
-    conn = await asyncpg.connect(url)
-    await migrate(conn)
-    await conn.close()
     try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = _with_database(server_url, name)
+        conn = await asyncpg.connect(url)
+        await migrate(conn)
+        await conn.close()
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    async with fresh_database(server_url, f"omniroute_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import random
 import threading
 import uuid
 
-import asyncpg
 import pytest
 
 from engine.core.feed import Filter
@@ -25,8 +24,7 @@ from engine.store import bulk
 from engine.store import events as events_store
 from engine.store import reservations as reservations_store
 from engine.store.db import connect, create_pool
-from engine.store.migrate import migrate
-from tests.conftest import _with_database
+from tests.conftest import fresh_database
 from tests.helpers import ADMIN, assert_problem, build_network, make_key, receive
 from tests.integration.test_rebalancing import apply, propose
 
@@ -562,21 +560,12 @@ async def test_a_stream_behind_the_purge_ends_with_gone(pool, client, db, databa
 @pytest.fixture
 async def lone_db(server_url):
     """A database of its own, so that no other feed (the test app's) takes part in the election."""
-    name = f"omniroute_feed_election_{os.getpid()}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
-    conn = await asyncpg.connect(url)
-    await migrate(conn)
-    await conn.close()
-    lone_pool = await create_pool(url, min_size=1, max_size=4)
-    try:
-        yield url, lone_pool
-    finally:
-        await lone_pool.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_database(server_url, f"omniroute_feed_election_{os.getpid()}") as url:
+        lone_pool = await create_pool(url, min_size=1, max_size=4)
+        try:
+            yield url, lone_pool
+        finally:
+            await lone_pool.close()
 
 
 async def _until(condition, limit_s: float) -> float:

@@ -15,8 +15,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from engine.config import Settings
 from engine.embedded import EmbeddedPostgres, EmbeddedStandby
-from engine.store.migrate import migrate
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, fresh_database
 from tests.helpers import ADMIN, build_network, receive
 
 DB = "omniroute_replica"
@@ -66,12 +65,11 @@ async def on_hand_seen(client: AsyncTestClient) -> int:
 
 async def test_reads_use_the_replica_and_fall_back_when_it_lags_or_dies(servers):
     primary, standby = servers
-    admin = await asyncpg.connect(primary.url())
-    await admin.execute(f'CREATE DATABASE "{DB}"')
-    await admin.close()
-    conn = await asyncpg.connect(primary.url(DB))
-    await migrate(conn)
-    await conn.close()
+    async with fresh_database(primary.url(), DB) as url:
+        await follow_the_replica(url, standby)
+
+
+async def follow_the_replica(url: str, standby: EmbeddedStandby) -> None:
     settings = Settings.from_env(
         {
             "OMNIROUTE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
@@ -80,7 +78,7 @@ async def test_reads_use_the_replica_and_fall_back_when_it_lags_or_dies(servers)
             "OMNIROUTE_READ_MAX_LAG_SECONDS": "0.5",
         }
     )
-    app = create_app(primary.url(DB), settings)
+    app = create_app(url, settings)
     async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
         reads = app.state.reads
         await build_network(client)
