@@ -226,7 +226,7 @@ async def execute(pool: asyncpg.Pool, run: runs.Run, options: RunOptions) -> Non
     t0 = time.perf_counter()
     await run.phase("reading SKUs and locations")
     async with pool.acquire() as conn:
-        bounds = await store.shards(conn, options.skus, SKUS_PER_SHARD)
+        bounds = await store.shards(conn, options.skus, SKUS_PER_SHARD, runs.solver_processes())
         locations = [(r["location_id"], r["lat"], r["lon"]) for r in await store.locations(conn)]
     read_s = write_s = 0.0
 

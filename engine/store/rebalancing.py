@@ -40,16 +40,22 @@ _DEMAND["auto"] = f"""SELECT coalesce(g.sku, h.sku) AS sku, coalesce(g.location_
                         ON g.sku = h.sku AND g.location_id = h.location_id"""
 
 
-async def shards(conn: asyncpg.Connection, skus: list[str] | None, per_shard: int) -> list[tuple[str, str]]:
+async def shards(
+    conn: asyncpg.Connection, skus: list[str] | None, per_shard: int, at_least: int
+) -> list[tuple[str, str]]:
     """The catalog's SKUs (or those of `skus` it knows) cut, in SKU order, into ranges of
-    `per_shard`: (first, last) of each."""
+    about `per_shard`, and into at least `at_least` (when there are that many SKUs):
+    (first, last) of each."""
     rows = await conn.fetch(
-        """SELECT min(sku) AS lo, max(sku) AS hi
-           FROM (SELECT sku, (row_number() OVER (ORDER BY sku) - 1) / $2 AS shard FROM items
-                 WHERE $1::text[] IS NULL OR sku = ANY($1::text[])) s
+        """WITH s AS (SELECT sku FROM items WHERE $1::text[] IS NULL OR sku = ANY($1::text[])),
+                n AS (SELECT count(*)::integer AS n FROM s)
+           SELECT min(sku) AS lo, max(sku) AS hi
+           FROM (SELECT sku, ntile(greatest(ceil(n / $2::float8)::integer, least(n, $3))) OVER (ORDER BY sku) AS shard
+                 FROM s, n) t
            GROUP BY shard ORDER BY lo""",
         skus,
         per_shard,
+        at_least,
     )
     return [(r["lo"], r["hi"]) for r in rows]
 

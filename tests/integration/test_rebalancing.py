@@ -3,7 +3,7 @@
 import asyncio
 from uuid import UUID
 
-from engine.services import rebalancing
+from engine.services import rebalancing, runs
 from engine.services.stock import check_ledger
 from tests.helpers import ADMIN, build_network, make_key, receive
 
@@ -133,7 +133,13 @@ async def test_sku_ranges_planned_apart_give_the_plan_of_one_range(client, db, m
     def plan_of(run):
         return [{k: v for k, v in p.items() if k != "transfer_id"} for p in run["proposals"]]
 
-    whole = await propose(client, demand="given")
+    with monkeypatch.context() as one_process:
+        one_process.setattr(runs, "solver_processes", lambda: 1)
+        whole = await propose(client, demand="given")
+    # By default every solver process gets a range, even when few SKUs need planning.
+    spread = await propose(client, demand="given")
+    assert spread["summary"]["sku_ranges"] == min(3, runs.solver_processes())
+    assert plan_of(spread) == plan_of(whole)
     monkeypatch.setattr(rebalancing, "SKUS_PER_SHARD", 1)
     apart = await propose(client, demand="given")
     assert apart["summary"]["sku_ranges"] == 3 and whole["summary"]["sku_ranges"] == 1
