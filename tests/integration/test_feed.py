@@ -622,6 +622,27 @@ async def test_a_bulk_load_writes_one_reload_event_not_one_per_position(lone_db)
     assert enabled == "O"  # on again for everyone else
 
 
+async def test_one_statement_over_thousands_of_positions_writes_one_event_each(lone_db):
+    """A set-based statement writes its stock events in one go, one per position whose
+    available changed, with the numbers after the change (and a time limit on the whole)."""
+    url, lone_pool = lone_db
+    await fixtures.load(url, "demo", show_progress=False)
+    async with lone_pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL statement_timeout = '30s'")
+        await conn.execute("DELETE FROM events")
+        changed = await conn.fetch(
+            """UPDATE stock_positions p SET reserved = p.reserved + 1
+               FROM (SELECT sku, location_id FROM stock_positions
+                     WHERE on_hand - reserved - coalesce(safety_stock, 0) > 5 ORDER BY sku, location_id LIMIT 20000) t
+               WHERE p.sku = t.sku AND p.location_id = t.location_id
+               RETURNING p.sku, p.location_id, p.reserved"""
+        )
+        events = await conn.fetch("SELECT sku, location_id, payload FROM events WHERE kind = 'stock'")
+    assert len(changed) == 20_000
+    assert {(e["sku"], e["location_id"], e["payload"]["reserved"]) for e in events} == {tuple(r) for r in changed}
+    assert all(e["payload"]["delta_reserved"] == 1 for e in events)
+
+
 async def test_a_feed_page_is_planned_as_at_most_one_page_of_rows(db):
     """With event_feed estimated as a table of unknown size (a thousand rows or more), the
     page's plan looked costly enough to be JIT-compiled: 150 ms per call, at every wake-up
