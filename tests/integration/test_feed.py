@@ -624,7 +624,7 @@ async def test_a_bulk_load_writes_one_reload_event_not_one_per_position(lone_db)
 
 async def test_one_statement_over_thousands_of_positions_writes_one_event_each(lone_db):
     """A set-based statement writes its stock events in one go, one per position whose
-    available changed, with the numbers after the change (and a time limit on the whole)."""
+    available changed, with the numbers after the change."""
     url, lone_pool = lone_db
     await fixtures.load(url, "demo", show_progress=False)
     async with lone_pool.acquire() as conn, conn.transaction():
