@@ -361,3 +361,90 @@ async def test_group_commit_keeps_each_reservation_all_or_nothing(client, db):
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM reservations WHERE owner = 'group-test'") == 5
     assert (await check_ledger(db))[1] == 0
+
+
+async def test_one_group_decides_in_arrival_order_and_a_short_reservation_gives_its_units_back(client, db):
+    """One statement, judged hold by hold as if they ran one by one: a reservation short on
+    one line leaves its other lines' units to those after it; unknown positions are named."""
+    from uuid import uuid4
+
+    from engine.store import reservations as store
+
+    await build_network(client)
+    await receive(client, "SKU-A", "DC-NJ", 2)
+    await receive(client, "SKU-B", "DC-NJ", 1)
+
+    def item(*lines):
+        return store.BatchItem(
+            reservation_id=uuid4(),
+            owner="group-order",
+            reference=None,
+            ttl_seconds=60,
+            lines=[Line(sku=s, location_id=loc, quantity=q) for s, loc, q in lines],
+        )
+
+    items = [
+        item(("SKU-A", "DC-NJ", 1), ("SKU-B", "DC-NJ", 2)),  # short on B: its A unit goes back
+        item(("SKU-A", "DC-NJ", 2)),  # so both A units are there for this one
+        item(("SKU-B", "DC-NJ", 1)),
+        item(("SKU-B", "DC-NJ", 1)),  # B is gone by now
+        item(("SKU-NOPE", "DC-NJ", 1)),
+    ]
+    async with db.acquire() as conn, conn.transaction():
+        results = await store.reserve_batch(conn, items)
+    assert [isinstance(r, store.Shortage) for r in results] == [True, False, False, True, True]
+    assert results[0].shortages == [
+        {
+            "sku": "SKU-B",
+            "location_id": "DC-NJ",
+            "requested": 2,
+            "available": 1,
+            "unknown_sku": False,
+            "unknown_location": False,
+        }
+    ]
+    assert [(s["sku"], s["available"]) for s in results[3].shortages] == [("SKU-B", 0)]
+    assert [(s["sku"], s["unknown_sku"], s["unknown_location"]) for s in results[4].shortages] == [
+        ("SKU-NOPE", True, False)
+    ]
+    created, expires = results[1]
+    assert 59 <= (expires - created).total_seconds() <= 60
+    assert await _position(db, "SKU-A", "DC-NJ") == (2, 2)
+    assert await _position(db, "SKU-B", "DC-NJ") == (1, 1)
+    async with db.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT r.reservation_id, l.sku, l.quantity FROM reservations r "
+            "JOIN reservation_lines l USING (reservation_id) WHERE r.owner = 'group-order' ORDER BY l.sku"
+        )
+    assert [(r["reservation_id"], r["sku"], r["quantity"]) for r in rows] == [
+        (items[1].reservation_id, "SKU-A", 2),
+        (items[2].reservation_id, "SKU-B", 1),
+    ]
+    assert (await check_ledger(db))[1] == 0
+
+
+async def test_a_group_releases_expired_holds_at_its_positions_before_it_judges(client, db):
+    from uuid import uuid4
+
+    from engine.store import reservations as store
+
+    await build_network(client)
+    await receive(client, "SKU-A", "DC-NJ", 1)
+    checkout = await make_key(client, "checkout")
+    r = await client.post("/v1/reservations", json=_hold(ttl_seconds=1), headers=checkout)
+    assert r.status_code == 201
+    await asyncio.sleep(1.2)
+    item = store.BatchItem(
+        reservation_id=uuid4(),
+        owner="group-expiry",
+        reference=None,
+        ttl_seconds=60,
+        lines=[Line(sku="SKU-A", location_id="DC-NJ", quantity=1)],
+    )
+    async with db.acquire() as conn, conn.transaction():
+        [result] = await store.reserve_batch(conn, [item])
+    assert not isinstance(result, store.Shortage)
+    assert await _position(db, "SKU-A", "DC-NJ") == (1, 1)
+    r = await client.get(f"/v1/reservations/{r.json()['reservation_id']}", headers=checkout)
+    assert r.json()["status"] == "expired"
+    assert (await check_ledger(db))[1] == 0
