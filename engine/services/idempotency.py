@@ -70,3 +70,32 @@ async def run(
             return status, encoded
 
     return await with_retry(attempt)
+
+
+Start = Callable[[], Awaitable[msgspec.Struct]]
+
+
+async def start(
+    pool: asyncpg.Pool, caller: Caller, idem_key: str | None, operation: str, body: object, begin: Start
+) -> tuple[int, bytes]:
+    """Start background work (a planner run, applying one) and answer 202 with its record.
+
+    With a key, the key is claimed in a transaction that stays open while `begin` starts
+    the work on connections of its own, and commits with the answer: a retry gets that
+    answer (the same run, as it was when started) and starts nothing. If `begin` fails
+    (another run is under way, say), the claim is undone and the same key can try again.
+    Not retried on a lost race, unlike `run`: starting twice is what this prevents."""
+    if idem_key is None:
+        return 202, _encoder.encode(await begin())
+    digest = request_hash(operation, body)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.claim(conn, caller.key_id, idem_key, operation, digest):
+            row = await store.stored(conn, caller.key_id, idem_key)
+            if row["operation"] != operation or row["request_hash"] != digest:
+                raise IdempotencyMismatch(
+                    "this Idempotency-Key was already used with a different request", idempotency_key=idem_key
+                )
+            return row["status_code"], bytes(row["response"])
+        encoded = _encoder.encode(await begin())
+        await store.finish(conn, caller.key_id, idem_key, 202, encoded)
+        return 202, encoded

@@ -22,7 +22,7 @@ from engine.core import rebalance
 from engine.core.access import require_locations, require_role
 from engine.core.model import Caller, Role
 from engine.errors import BadInput, Conflict, NotFound
-from engine.services import runs
+from engine.services import idempotency, runs
 from engine.store import catalog as catalog_store
 from engine.store import meta
 from engine.store import rebalancing as store
@@ -128,12 +128,22 @@ def _out(row: asyncpg.Record, proposals: list[asyncpg.Record] | None = None, lim
     return out
 
 
-async def trigger(pool: asyncpg.Pool, caller: Caller, options: RunOptions) -> RebalancingRunOut:
+async def trigger(
+    pool: asyncpg.Pool, caller: Caller, options: RunOptions, idem_key: str | None = None
+) -> tuple[int, bytes]:
+    """Start a run in the background and answer 202 with it. A retry with the same
+    Idempotency-Key gets that answer and starts nothing."""
     require_role(caller, Role.PLANNER)
-    run = await runs.start(pool, KIND, caller.key_id, msgspec.to_builtins(options))
-    row = await runs_store.get(run.conn, KIND, run.run_id)
-    runs.in_background(pool, run, lambda r: execute(pool, r, options))
-    return _out(row)
+
+    async def begin() -> RebalancingRunOut:
+        run = await runs.start(pool, KIND, caller.key_id, msgspec.to_builtins(options))
+        row = await runs_store.get(run.conn, KIND, run.run_id)
+        runs.in_background(pool, run, lambda r: execute(pool, r, options))
+        return _out(row)
+
+    return await idempotency.start(
+        pool, caller, idem_key, "rebalancing-runs.start", msgspec.to_builtins(options), begin
+    )
 
 
 async def run_now(pool: asyncpg.Pool, triggered_by: str, options: RunOptions) -> UUID:
@@ -300,12 +310,24 @@ async def execute(pool: asyncpg.Pool, run: runs.Run, options: RunOptions) -> Non
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def apply(pool: asyncpg.Pool, caller: Caller, run_id: UUID) -> RebalancingRunOut:
+async def apply(pool: asyncpg.Pool, caller: Caller, run_id: UUID, idem_key: str | None = None) -> tuple[int, bytes]:
     """Start booking the run's proposals as transfers (in the background); Conflict unless
     the run is 'proposed' and no other rebalancing run is running or applying. A run whose
     applying stops half-way (a crash, a shutdown) returns to 'proposed': applying it again
-    books only the proposals not yet applied or skipped."""
+    books only the proposals not yet applied or skipped. A retry with the same
+    Idempotency-Key gets the first answer instead of a Conflict."""
     require_role(caller, Role.PLANNER)
+    return await idempotency.start(
+        pool,
+        caller,
+        idem_key,
+        "rebalancing-runs.apply",
+        {"run_id": str(run_id)},
+        lambda: _start_apply(pool, caller, run_id),
+    )
+
+
+async def _start_apply(pool: asyncpg.Pool, caller: Caller, run_id: UUID) -> RebalancingRunOut:
     conn = await pool.acquire()
     try:
         if not await meta.try_lock(conn, runs.LOCKS[KIND]):

@@ -23,7 +23,7 @@ from engine.core.reservations import Status
 from engine.core.routing import CostModel, Line, Order
 from engine.core.routing.batch import BatchResult, Change, Pending, plan_run
 from engine.errors import NotFound
-from engine.services import runs
+from engine.services import idempotency, runs
 from engine.services.orders import OrderRequest, fulfillment_rows, order_status, reserve_plan, sites_of
 from engine.store import orders as orders_store
 from engine.store import reservations as reservations_store
@@ -51,14 +51,20 @@ def _out(row: asyncpg.Record) -> RunOut:
     return RunOut(**runs.record_fields(row), changes=row.get("changes"))
 
 
-async def trigger(pool: asyncpg.Pool, caller: Caller, options: RunOptions, costs: CostModel) -> RunOut:
-    """Start a run in the background and return it (status 'running'). Conflict if one is
-    running in any process."""
+async def trigger(
+    pool: asyncpg.Pool, caller: Caller, options: RunOptions, costs: CostModel, idem_key: str | None = None
+) -> tuple[int, bytes]:
+    """Start a run in the background and answer 202 with it (status 'running'). Conflict if
+    one is running in any process. A retry with the same Idempotency-Key gets that answer."""
     require_role(caller, Role.PLANNER)
-    run = await runs.start(pool, KIND, caller.key_id, msgspec.to_builtins(options))
-    row = await store.get(run.conn, KIND, run.run_id)
-    runs.in_background(pool, run, lambda r: execute(pool, r, options, costs))
-    return _out(row)
+
+    async def begin() -> RunOut:
+        run = await runs.start(pool, KIND, caller.key_id, msgspec.to_builtins(options))
+        row = await store.get(run.conn, KIND, run.run_id)
+        runs.in_background(pool, run, lambda r: execute(pool, r, options, costs))
+        return _out(row)
+
+    return await idempotency.start(pool, caller, idem_key, "routing-runs.start", msgspec.to_builtins(options), begin)
 
 
 async def run_now(pool: asyncpg.Pool, triggered_by: str, options: RunOptions, costs: CostModel) -> UUID:

@@ -114,6 +114,32 @@ async def test_applying_and_receiving_moves_stock_through_in_transit(client, db)
     assert (await client.post(f"/v1/rebalancing-runs/{run['run_id']}/apply", headers=ADMIN)).status_code == 409
 
 
+async def test_retries_with_an_idempotency_key_start_and_apply_once(client, db):
+    await surplus_and_demand(client)
+    key = {**ADMIN, "Idempotency-Key": "rebalance-1"}
+    first = await client.post("/v1/rebalancing-runs", json={"demand": "given"}, headers=key)
+    assert first.status_code == 202, first.text
+    again = await client.post("/v1/rebalancing-runs", json={"demand": "given"}, headers=key)
+    assert again.status_code == 202 and again.content == first.content
+    run = await wait_for(client, first.json()["run_id"])
+    assert run["status"] == "proposed"
+    other = await client.post("/v1/rebalancing-runs", headers=key)  # another body, same key
+    assert other.status_code == 409, other.text
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM rebalancing_runs") == 1
+
+    apply_key = {**ADMIN, "Idempotency-Key": "apply-1"}
+    url = f"/v1/rebalancing-runs/{run['run_id']}/apply"
+    answers = [await client.post(url, headers=apply_key) for _ in range(2)]
+    assert [a.status_code for a in answers] == [202, 202] and answers[0].content == answers[1].content
+    done = await wait_for(client, run["run_id"])
+    assert done["status"] == "applied" and done["summary"]["apply"]["transfers"] == 1, done
+    assert (await client.post(url, headers=apply_key)).content == answers[0].content
+    assert (await client.post(url, headers=ADMIN)).status_code == 409  # without the key: already applied
+    assert await position(db, "SKU-A", "DC-NJ") == (14, 0, 0)
+    assert (await check_ledger(db))[1] == 0
+
+
 async def test_sku_ranges_planned_apart_give_the_plan_of_one_range(client, db, monkeypatch):
     """A run plans ranges of SKUs in parallel and writes them in SKU order: proposals are
     numbered 1..n without gaps, and equal those of a run that plans every SKU at once."""

@@ -158,6 +158,27 @@ async def test_a_run_triggered_twice_at_once_runs_once(client, db):
         assert await conn.fetchval("SELECT count(*) FROM routing_runs") == 1
 
 
+async def test_a_retried_trigger_with_its_idempotency_key_gets_the_first_run(client, db):
+    """A planner's client that retries after a timeout must not start a second run, nor be
+    told 409 about its own run: it gets the first answer, at once or while the run is going."""
+    await split_scenario(client)
+    key = {**ADMIN, "Idempotency-Key": "nightly-2026-11-23"}
+    answers = await asyncio.gather(*(client.post("/v1/routing-runs", headers=key) for _ in range(3)))
+    assert [r.status_code for r in answers] == [202, 202, 202], [r.text for r in answers]
+    assert len({r.content for r in answers}) == 1
+    run_id = answers[0].json()["run_id"]
+    await wait_for(client, run_id)
+    again = await client.post("/v1/routing-runs", headers=key)
+    assert again.status_code == 202 and again.content == answers[0].content
+    other = await client.post("/v1/routing-runs", json={"apply": False}, headers=key)
+    assert other.status_code == 409 and other.json()["idempotency_key"] == key["Idempotency-Key"], other.text
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM routing_runs") == 1
+    fresh = await client.post("/v1/routing-runs", headers={**ADMIN, "Idempotency-Key": "nightly-2026-11-24"})
+    assert fresh.status_code == 202 and fresh.json()["run_id"] != run_id
+    await wait_for(client, fresh.json()["run_id"])
+
+
 async def test_concurrent_triggers_from_separate_pools_run_once(client, db, database_url):
     """Two 'processes' (separate pools, so separate sessions) start a run at the same moment."""
     await split_scenario(client)
