@@ -12,11 +12,14 @@ For every --workers value the service runs as `omniroute serve --workers N`; for
                  POST /v1/reservations + POST …/release over HTTP, against the same two
                  service calls made straight on an asyncpg pool, no HTTP (the ceiling: the
                  same statements, one reservation per statement, no group commit).
-  delivery       while the HTTP reservations run, one SSE client follows
-                 /v1/events?kind=reservation; for each hold the client made, the time from
-                 its 201 arriving to its `active` event arriving (a lower bound of
+  delivery       while the HTTP reservations run, one SSE consumer, in a process of its
+                 own, follows /v1/events?kind=reservation; for each hold the load made, the
+                 time from its 201 arriving to its `active` event arriving (a lower bound of
                  commit-to-delivery: the commit precedes the 201) and from the event's
                  created_at, stamped just before the commit, to its arrival (an upper bound).
+                 The consumer is not the load generator, as a real one is not: inside the
+                 generator's busy event loop, that loop's own delay would count as delivery
+                 (`generator lag p99` reports it: how late the generator wakes a 5 ms sleep).
 
 A pair (hold + release) is one operation: rps counts pairs, p50/p99 are per pair. At the
 end the ledger of every position is re-summed: drift must be 0.
@@ -27,10 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import time
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from uuid import UUID
 
 import asyncpg
@@ -99,12 +105,47 @@ async def reserve_ceiling(url: str, positions: list[resv.Position], clients: int
         await pool.close()
 
 
+def _consume(port: int, ready: Event, stop: Event, out: Connection) -> None:
+    """In a process of its own: follow /v1/events?kind=reservation until `stop`, then send
+    back (reservation_id, received, created_at) for each hold's `active` event."""
+
+    async def follow() -> list[tuple[str, float, float]]:
+        seen: list[tuple[str, float, float]] = []
+
+        async def read(feed: SseClient) -> None:
+            async for message in feed:
+                if message.data is None or message.event != "reservation":
+                    continue
+                env = envelope(message)
+                ev = _event.decode(env.payload)
+                if ev.status == "active":
+                    seen.append((ev.reservation_id, message.received, env.created_at.timestamp()))
+
+        async with SseClient(port, "/v1/events?kind=reservation") as feed:
+            reader = asyncio.create_task(read(feed))
+            ready.set()
+            await asyncio.to_thread(stop.wait)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        return seen
+
+    out.send(asyncio.run(follow()))
+
+
+async def _loop_lag(samples: list[float], tick: float = 0.005) -> None:
+    """How late this process's event loop wakes a sleeper: the load generator's own delay."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(tick)
+        samples.append((time.perf_counter() - t - tick) * 1000)
+
+
 async def reserve_http(port: int, positions: list[resv.Position], clients: int, seconds: float) -> tuple[dict, dict]:
-    """Hold + release pairs over HTTP, and the feed's delivery of each hold's event."""
+    """Hold + release pairs over HTTP, and the feed's delivery of each hold's event to a
+    consumer in a process of its own (as a real consumer is: inside this busy load
+    generator, its own event-loop delay would be counted as delivery; it is reported apart)."""
     conns = [RawClient(port) for _ in range(clients)]
     acked: dict[str, float] = {}
-    lower: list[float] = []
-    upper: list[float] = []
     n = len(positions)
     measuring = False
 
@@ -124,34 +165,36 @@ async def reserve_http(port: int, positions: list[resv.Position], clients: int, 
 
         return call
 
-    async def follow(feed: SseClient) -> None:
-        pending: dict[str, tuple[float, float]] = {}  # events that beat their 201 to the client
-        async for message in feed:
-            if message.data is None or message.event != "reservation":
-                continue
-            env = envelope(message)
-            ev = _event.decode(env.payload)
-            if ev.status != "active":
-                continue
-            pending[ev.reservation_id] = (message.received, env.created_at.timestamp())
-            for rid in [r for r in pending if r in acked]:
-                received, created = pending.pop(rid)
-                lower.append((received - acked.pop(rid)) * 1000)
-                upper.append((received - created) * 1000)
-
-    async with SseClient(port, "/v1/events?kind=reservation") as feed:
-        follower = asyncio.create_task(follow(feed))
-        try:
-            await run_load(clients, 2, worker)
-            measuring = True
-            result = await run_load(clients, seconds, worker)
-            measuring = False
-            await asyncio.sleep(1.0)  # the last events of the run
-        finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
-            for c in conns:
-                await c.close()
+    ctx = multiprocessing.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    receive, send = ctx.Pipe(duplex=False)
+    consumer = ctx.Process(target=_consume, args=(port, ready, stop, send), daemon=True)
+    consumer.start()
+    lag: list[float] = []
+    try:
+        if not await asyncio.to_thread(ready.wait, 60):
+            raise RuntimeError("the event-stream consumer did not connect")
+        await run_load(clients, 2, worker)
+        measuring = True
+        ticker = asyncio.create_task(_loop_lag(lag))
+        result = await run_load(clients, seconds, worker)
+        measuring = False
+        ticker.cancel()
+        await asyncio.sleep(1.0)  # the last events of the run
+        stop.set()
+        seen = await asyncio.to_thread(receive.recv)
+    finally:
+        stop.set()
+        await asyncio.to_thread(consumer.join, 30)
+        for c in conns:
+            await c.close()
+    lower: list[float] = []
+    upper: list[float] = []
+    for rid, received, created in seen:
+        ack = acked.pop(rid, None)
+        if ack is not None:
+            lower.append((received - ack) * 1000)
+            upper.append((received - created) * 1000)
     delivery = {
         "events": len(lower),
         "unmatched": len(acked),
@@ -159,6 +202,7 @@ async def reserve_http(port: int, positions: list[resv.Position], clients: int, 
         "201->event p99": _pct(lower, 99),
         "created_at->event p50": _pct(upper, 50),
         "created_at->event p99": _pct(upper, 99),
+        "generator lag p99": _pct(lag, 99),
     }
     return result, delivery
 

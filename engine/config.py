@@ -31,7 +31,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 0
     events_retention_hours: float = 72.0
-    events_publish_ms: float = 20.0
+    events_publish_ms: float = 5.0
     events_keepalive_seconds: float = 15.0
 
     @classmethod
@@ -64,7 +64,7 @@ class Settings(msgspec.Struct, frozen=True):
             rate_limit_per_second=rate,
             rate_limit_burst=burst,
             events_retention_hours=_positive(env, "OMNIROUTE_EVENTS_RETENTION_HOURS", "72"),
-            events_publish_ms=_positive(env, "OMNIROUTE_EVENTS_PUBLISH_MS", "20"),
+            events_publish_ms=_positive(env, "OMNIROUTE_EVENTS_PUBLISH_MS", "5"),
             events_keepalive_seconds=_positive(env, "OMNIROUTE_EVENTS_KEEPALIVE_SECONDS", "15"),
         )
 

@@ -2,8 +2,9 @@
 published feed, and its readers (long-poll pages and event streams).
 
 Publisher. Every process runs one candidate; the one holding the `publish-events`
-advisory lock numbers committed events every `publish_interval` seconds (engine.store.events
-.publish) and sends one NOTIFY per batch that numbered anything. The lock is a session lock
+advisory lock numbers committed events every `publish_interval` seconds while events flow,
+and every IDLE_FACTOR times that once none came for IDLE_AFTER seconds (engine.store.events
+.publish); it sends one NOTIFY per batch that numbered anything. The lock is a session lock
 on the publisher's own connection: if that process dies, its connection closes, the lock is
 released and another process takes over within `ELECTION_SECONDS`.
 
@@ -43,6 +44,8 @@ REFRESH_BATCH = 5_000
 TAIL_SIZE = 20_000
 WINDOW = 50_000  # seq numbers one database page looks ahead
 MAX_SEQ = 2**63 - 1
+IDLE_AFTER = 1.0  # seconds without events before the publisher looks less often
+IDLE_FACTOR = 4
 ELECTION_SECONDS = 1.0
 FOLLOW_SECONDS = 1.0
 RECONNECT_SECONDS = 1.0
@@ -85,7 +88,7 @@ class Feed:
         pool: asyncpg.Pool,
         url: str,
         *,
-        publish_interval: float = 0.02,
+        publish_interval: float = 0.005,
         keepalive: float = 15.0,
         tail_size: int = TAIL_SIZE,
         window: int = WINDOW,
@@ -153,14 +156,18 @@ class Feed:
                         return
                 self.is_publisher = True
                 log.info("this process publishes the change feed")
+                loop = asyncio.get_running_loop()
+                last_event = loop.time()
                 while not self._stop.is_set():
                     published, head = await store.publish(conn, PUBLISH_BATCH)
                     if published:
+                        last_event = loop.time()
                         PUBLISHED.inc(published)
                         if head > self.head:
                             self._dirty.set()  # this process's tail need not wait for the NOTIFY
                     if published < PUBLISH_BATCH:
-                        await self._sleep(self._publish_interval)
+                        idle = loop.time() - last_event > IDLE_AFTER
+                        await self._sleep(self._publish_interval * (IDLE_FACTOR if idle else 1))
             except Exception:  # noqa: BLE001 - the publisher must outlive any one failure
                 log.exception("change feed publisher failed; reconnecting")
             finally:

@@ -60,7 +60,7 @@ def test_a_bad_limit_setting_stops_the_start_naming_the_variable(env):
 
 def test_change_feed_settings_default_and_must_be_positive():
     s = Settings.from_env({})
-    assert (s.events_retention_hours, s.events_publish_ms, s.events_keepalive_seconds) == (72.0, 20.0, 15.0)
+    assert (s.events_retention_hours, s.events_publish_ms, s.events_keepalive_seconds) == (72.0, 5.0, 15.0)
     s = Settings.from_env({"OMNIROUTE_EVENTS_RETENTION_HOURS": "0.5", "OMNIROUTE_EVENTS_PUBLISH_MS": "50"})
     assert (s.events_retention_hours, s.events_publish_ms) == (0.5, 50.0)
     for name in (
