@@ -1,4 +1,5 @@
 import asyncio
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ from engine.services import jobs
 from engine.services import reservations as service
 from engine.services.reservations import sweep_expired
 from engine.services.stock import check_ledger
+from engine.store import reservations as store
 from tests.helpers import ADMIN, build_network, make_key, receive
 
 
@@ -25,6 +27,17 @@ async def _available(client, sku, loc):
     r = await client.get("/v1/stock", params={"sku": sku, "location_id": loc}, headers=ADMIN)
     p = r.json()[0]
     return p["on_hand"] - p["reserved"] - p["safety_stock"]
+
+
+def _batch_item(owner, *lines, ttl_seconds=60):
+    """A group-commit item holding (sku, location_id, quantity) lines."""
+    return store.BatchItem(
+        reservation_id=uuid4(),
+        owner=owner,
+        reference=None,
+        ttl_seconds=ttl_seconds,
+        lines=[Line(sku=s, location_id=loc, quantity=q) for s, loc, q in lines],
+    )
 
 
 def _hold(sku="SKU-A", loc="DC-NJ", qty=1, **extra):
@@ -324,10 +337,7 @@ async def test_the_scheduler_releases_expired_holds_within_seconds(database_url,
 
 async def test_group_commit_keeps_each_reservation_all_or_nothing(client, db):
     """Many holds in one statement: a short one is undone alone, the others stay."""
-    from uuid import uuid4
-
     from engine.services.group_commit import ReservationGroups
-    from engine.store import reservations as store
 
     await build_network(client)
     await receive(client, "SKU-A", "DC-NJ", 10)
@@ -343,13 +353,7 @@ async def test_group_commit_keeps_each_reservation_all_or_nothing(client, db):
     groups = CountingGroups(db, max_in_flight=1)
 
     def item(*lines):
-        return store.BatchItem(
-            reservation_id=uuid4(),
-            owner="group-test",
-            reference=None,
-            ttl_seconds=60,
-            lines=[Line(sku=s, location_id="DC-NJ", quantity=q) for s, q in lines],
-        )
+        return _batch_item("group-test", *((s, "DC-NJ", q) for s, q in lines))
 
     # Each asks for 1 SKU-A and 2 SKU-B: SKU-B runs out after five, so SKU-A must stay at 5 held.
     results = await asyncio.gather(*(groups.reserve(item(("SKU-A", 1), ("SKU-B", 2))) for _ in range(12)))
@@ -366,22 +370,12 @@ async def test_group_commit_keeps_each_reservation_all_or_nothing(client, db):
 async def test_one_group_decides_in_arrival_order_and_a_short_reservation_gives_its_units_back(client, db):
     """One statement, judged hold by hold as if they ran one by one: a reservation short on
     one line leaves its other lines' units to those after it; unknown positions are named."""
-    from uuid import uuid4
-
-    from engine.store import reservations as store
-
     await build_network(client)
     await receive(client, "SKU-A", "DC-NJ", 2)
     await receive(client, "SKU-B", "DC-NJ", 1)
 
     def item(*lines):
-        return store.BatchItem(
-            reservation_id=uuid4(),
-            owner="group-order",
-            reference=None,
-            ttl_seconds=60,
-            lines=[Line(sku=s, location_id=loc, quantity=q) for s, loc, q in lines],
-        )
+        return _batch_item("group-order", *lines)
 
     items = [
         item(("SKU-A", "DC-NJ", 1), ("SKU-B", "DC-NJ", 2)),  # short on B: its A unit goes back
@@ -424,23 +418,13 @@ async def test_one_group_decides_in_arrival_order_and_a_short_reservation_gives_
 
 
 async def test_a_group_releases_expired_holds_at_its_positions_before_it_judges(client, db):
-    from uuid import uuid4
-
-    from engine.store import reservations as store
-
     await build_network(client)
     await receive(client, "SKU-A", "DC-NJ", 1)
     checkout = await make_key(client, "checkout")
     r = await client.post("/v1/reservations", json=_hold(ttl_seconds=1), headers=checkout)
     assert r.status_code == 201
     await asyncio.sleep(1.2)
-    item = store.BatchItem(
-        reservation_id=uuid4(),
-        owner="group-expiry",
-        reference=None,
-        ttl_seconds=60,
-        lines=[Line(sku="SKU-A", location_id="DC-NJ", quantity=1)],
-    )
+    item = _batch_item("group-expiry", ("SKU-A", "DC-NJ", 1))
     async with db.acquire() as conn, conn.transaction():
         [result] = await store.reserve_batch(conn, [item])
     assert not isinstance(result, store.Shortage)
