@@ -17,23 +17,31 @@ holds for plans that overfill a site or cost more. So the plans `rebroker` start
 returns are inside the set, and a floor computed on either never exceeds its extra
 shipments.
 
-How it is proven, in two parts whose larger value is reported:
+How it is proven, in three parts whose largest value is reported. Call a SKU *short* when
+the batch orders more of it than the pool holds, else *coverable*. Every plan serving the
+target leaves at most `slack` units unserved beyond what short SKUs force, where slack =
+sum over SKUs of min(ordered, pooled) - target: fewer than that many units of coverable
+SKUs go unserved, and fewer than that many units of short SKUs stay in the pool.
 
-1. Per order. Call a SKU *coverable* when the pool holds at least what the batch orders
-   of it. Every plan serving the target leaves at most `slack` units of coverable SKUs
-   unserved, where slack = sum over SKUs of min(ordered, pooled) - target. For each order,
-   the fewest sites that together hold its coverable units (its own need only, as if no
-   other order took stock) is found exactly by enumeration (or, for wide networks, by a
-   small CP-SAT model, whose proven bound is used if it is not solved in time). Leaving
-   one unit unserved removes at most one site from that minimum, so an order that ships
-   from n sites and leaves u of its coverable units unserved has n >= fewest - u. Summed:
-   extra >= sum(max(0, fewest - 1)) - slack.
-2. Jointly. A CP-SAT model of the whole batch (x[o, line, site] units, y[o, site] the
+1. Per order. For each order, the fewest sites that together hold its coverable units (its
+   own need only, as if no other order took stock) is found exactly by enumeration (or,
+   for wide networks, by a small CP-SAT model, whose proven bound is used if it is not
+   solved in time). Leaving one unit unserved removes at most one site from that minimum,
+   so an order that ships from n sites and leaves u of its coverable units unserved has
+   n >= fewest - u. Summed: extra >= sum(max(0, fewest - 1)) - slack.
+2. Short stock. The units of short SKUs must nearly all be served (up to the slack), and
+   an order that takes one from a site outside every fewest-site cover of its coverable
+   units ships from one more site. A CP-SAT model keeps exactly who takes which short unit
+   from where (within the pool) and relaxes the rest to part 1: per order, the fewest
+   sites that include the sites it takes short units from (one or two at a time). Small
+   (only the orders with short lines have choices); its proven bound counts.
+3. Jointly. A CP-SAT model of the whole batch (x[o, line, site] units, y[o, site] the
    order ships from the site, units within the pool shared across orders, total units
    >= the target, the per-order inequalities of part 1 added as cuts), minimizing the
    extra shipments, hinted with the current plans, under a time limit. Its
    `best_objective_bound` is a proven lower bound whether or not it finishes; on small
-   batches it proves the exact minimum.
+   batches it proves the exact minimum (on thousands of orders it has not improved on
+   parts 1 and 2 within a minute).
 """
 
 from __future__ import annotations
@@ -50,17 +58,20 @@ from engine.core.routing.model import SHIP, Site
 
 ENUMERATION_LIMIT = 20_000  # site subsets tried per order before a CP-SAT model takes over
 ORDER_TIME_LIMIT_S = 1.0  # per order, when it does
+SHORT_SITES_AT_ONCE = 2  # part 2 prices the sites an order takes short units from this many at a time
 
 
 class ShipmentFloor(msgspec.Struct, frozen=True):
-    """`extra_shipments`: the proven floor (see the module docstring). `per_order`: part 1
-    alone; `joint_bound`: part 2's proven bound (None when skipped). `best_found`: extra
-    shipments of the best plan the joint solve found (at most those of the current plans),
-    None when skipped or none found. `optimal`: the joint solve proved `extra_shipments` is
-    the minimum. `target`: units every plan compared must serve in total; `slack` as above."""
+    """`extra_shipments`: the proven floor (see the module docstring). `per_order`,
+    `short_bound`, `joint_bound`: the three parts' proven values (None when skipped).
+    `best_found`: extra shipments of the best plan the joint solve found (at most those of
+    the current plans), None when skipped or none found. `optimal`: the joint solve proved
+    `extra_shipments` is the minimum. `target`: units every plan compared must serve in
+    total; `slack` as above."""
 
     extra_shipments: int
     per_order: int
+    short_bound: int | None
     joint_bound: int | None
     best_found: int | None
     optimal: bool
@@ -74,6 +85,7 @@ class _Order:
     lines there, and what it holds now."""
 
     def __init__(self, p: Pending, pool: list[Site]) -> None:
+        self.order_id = p.order.order_id
         self.lines = [line for line in p.order.lines if line.quantity > 0]
         self.allow_split = p.order.allow_split
         self.allow_partial = p.order.allow_partial
@@ -85,6 +97,12 @@ class _Order:
             and any(s.stock.get(line.sku, 0) > 0 for line in self.lines)
         ]
 
+        # Set by `shipment_floor`: its coverable units the sites it may use hold (by SKU),
+        # those they do not (unserved in every plan), and the fewest sites for the former.
+        self.reach: dict[str, int] = {}
+        self.beyond = 0
+        self.fewest = 0
+
     def need(self, skus: set[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for line in self.lines:
@@ -92,18 +110,25 @@ class _Order:
                 out[line.sku] = out.get(line.sku, 0) + line.quantity
         return out
 
+    def fewest_with(self, taken: tuple[Site, ...]) -> int:
+        """The fewest sites that include `taken` and hold its reachable coverable units."""
+        rest = {sku: n - sum(s.stock.get(sku, 0) for s in taken) for sku, n in self.reach.items()}
+        others = [s for s in self.sites if s not in taken]
+        return len(taken) + _fewest_sites({sku: n for sku, n in rest.items() if n > 0}, others)
+
     @property
     def held(self) -> int:
         return sum(n for units in self.current.values() for n in units.values())
 
 
 def shipment_floor(
-    pending: list[Pending], sites: list[Site], *, time_limit_s: float = 30.0, workers: int = 1
+    pending: list[Pending], sites: list[Site], *, time_limit_s: float = 30.0, joint: bool = True, workers: int = 1
 ) -> ShipmentFloor:
     """The floor over the ship orders in `pending` (`sites` carry free stock, as for
     `rebroker`), with the target set to the units those orders hold now. `time_limit_s`
-    bounds the joint solve (0 skips it); part 1 comes on top (about a millisecond an order
-    on a 10-site network)."""
+    bounds the solves of parts 2 and 3 together (0 skips them; part 2 takes at most half
+    unless `joint` is False, which skips part 3); building their models comes on top, as
+    does part 1 (about a millisecond an order on a 10-site network)."""
     start = time.perf_counter()
     lines_by_order = {p.order.order_id: {line.line_id: line.sku for line in p.order.lines} for p in pending}
     ship = [p for p in pending if p.order.method == SHIP]
@@ -122,27 +147,29 @@ def shipment_floor(
     coverable = {sku for sku, n in ordered.items() if n <= pooled.get(sku, 0)}
     slack = sum(min(n, pooled.get(sku, 0)) for sku, n in ordered.items()) - target
 
-    # Per order: the fewest sites for its coverable units it can reach, and the units of
-    # them no site it may use holds (unserved in every plan).
-    fewest: list[int] = []
-    beyond_reach: list[int] = []
     for o in orders:
         need = o.need(coverable)
-        reach = {sku: min(n, sum(s.stock.get(sku, 0) for s in o.sites)) for sku, n in need.items()}
-        beyond_reach.append(sum(need.values()) - sum(reach.values()))
-        fewest.append(_fewest_sites({k: n for k, n in reach.items() if n > 0}, o.sites))
-    per_order = max(0, sum(max(0, k - 1) for k in fewest) - (slack - sum(beyond_reach)))
+        o.reach = {sku: r for sku, n in need.items() if (r := min(n, sum(s.stock.get(sku, 0) for s in o.sites)))}
+        o.beyond = sum(need.values()) - sum(o.reach.values())
+        o.fewest = _fewest_sites(o.reach, o.sites)
+    # Units a plan may leave unserved beyond those no site an order may use holds.
+    budget = slack - sum(o.beyond for o in orders)
+    per_order = max(0, sum(max(0, o.fewest - 1) for o in orders) - budget)
 
-    joint_bound = best_found = None
+    short_bound = joint_bound = best_found = None
     optimal = False
+    deadline = start + time_limit_s
     if time_limit_s > 0 and orders:
-        budget = slack - sum(beyond_reach)
-        joint_bound, best_found, optimal = _joint(
-            orders, pool, coverable, fewest, beyond_reach, target, budget, time_limit_s, workers
-        )
+        short = {sku for sku in ordered if sku not in coverable and pooled.get(sku, 0) > 0}
+        if short:
+            short_bound = _short_stock(orders, pool, short, budget, time_limit_s / (2 if joint else 1), workers)
+        left = deadline - time.perf_counter()
+        if joint and left > 0:
+            joint_bound, best_found, optimal = _joint(orders, pool, coverable, target, budget, left, workers)
     return ShipmentFloor(
-        extra_shipments=max(per_order, joint_bound or 0),
+        extra_shipments=max(per_order, short_bound or 0, joint_bound or 0),
         per_order=per_order,
+        short_bound=short_bound,
         joint_bound=joint_bound,
         best_found=best_found,
         optimal=optimal,
@@ -183,12 +210,73 @@ def _fewest_sites_cp(need: dict[str, int], sites: list[Site], at_least: int) -> 
     return max(at_least, math.ceil(solver.best_objective_bound - 1e-6))
 
 
+def _short_stock(
+    orders: list[_Order], pool: list[Site], short: set[str], budget: int, time_limit_s: float, workers: int
+) -> int:
+    """Part 2's proven bound. w[o, line, site]: units of a short SKU order o takes from the
+    site; r[o, site]: it takes any there; u[o]: its reachable coverable units left unserved;
+    e[o]: its extra shipments. Per order, e + u >= fewest(including T) - 1 whenever it takes
+    short units at every site of T (T of up to SHORT_SITES_AT_ONCE sites, and T empty);
+    across orders, the units u plus the short units left in the pool stay within the
+    budget."""
+    stock = {(s.location_id, sku): n for s in pool for sku, n in s.stock.items() if sku in short}
+    model = cp_model.CpModel()
+    taken: dict[tuple[str, str], list[cp_model.IntVar]] = {}
+    extra: list[cp_model.IntVar] = []
+    unserved: list[cp_model.IntVar] = []
+    for o in orders:
+        base = max(0, o.fewest - 1)
+        used: dict[str, tuple[Site, cp_model.IntVar]] = {}
+        for line in o.lines:
+            if line.sku not in short:
+                continue
+            for s in o.sites:
+                cap = min(line.quantity, stock.get((s.location_id, line.sku), 0))
+                if cap <= 0:
+                    continue
+                if s.location_id not in used:
+                    used[s.location_id] = (s, model.new_bool_var(""))
+                w = model.new_int_var(0, cap, "")
+                model.add(w <= cap * used[s.location_id][1])
+                taken.setdefault((s.location_id, line.sku), []).append(w)
+        if not used and base == 0:
+            continue
+        top = max(0, len(o.sites) - 1) if o.allow_split else 0
+        e = model.new_int_var(0, top, "")
+        u = model.new_int_var(0, min(budget, sum(o.reach.values())), "")
+        model.add(e + u >= base)
+        levels = {(): base}
+        for size in range(1, min(SHORT_SITES_AT_ONCE, len(used)) + 1):
+            for group in itertools.combinations(sorted(used), size):
+                level = max(0, o.fewest_with(tuple(used[loc][0] for loc in group)) - 1)
+                below = max(levels[sub] for sub in itertools.combinations(group, size - 1))
+                levels[group] = max(level, below)
+                if level > below:
+                    missing = size - sum(used[loc][1] for loc in group)
+                    model.add(e + u >= level - (level - base) * missing)
+        extra.append(e)
+        unserved.append(u)
+    supply = sum(stock.values())
+    left_in_pool = supply - cp_model.LinearExpr.sum([w for ws in taken.values() for w in ws])
+    model.add(cp_model.LinearExpr.sum(unserved) + left_in_pool <= budget)
+    for key, ws in taken.items():
+        model.add(cp_model.LinearExpr.sum(ws) <= stock[key])
+    model.minimize(cp_model.LinearExpr.sum(extra))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = workers
+    solver.parameters.max_time_in_seconds = time_limit_s
+    status = solver.solve(model)
+    if status == cp_model.MODEL_INVALID:
+        raise AssertionError(model.validate())
+    if status == cp_model.INFEASIBLE:
+        raise AssertionError("the current plans satisfy the model, so it cannot be infeasible")
+    return math.ceil(solver.best_objective_bound - 1e-6)
+
+
 def _joint(
     orders: list[_Order],
     pool: list[Site],
     coverable: set[str],
-    fewest: list[int],
-    beyond_reach: list[int],
     target: int,
     budget: int,
     time_limit_s: float,
@@ -201,7 +289,8 @@ def _joint(
     by_resource: dict[tuple[str, str], list[cp_model.IntVar]] = {}
     served_all: list[cp_model.IntVar] = []
     extra: list[cp_model.IntVar] = []
-    for o, k, lost in zip(orders, fewest, beyond_reach, strict=True):
+    for o in orders:
+        k, lost = o.fewest, o.beyond
         current = {loc: dict(units) for loc, units in o.current.items()}
         opened: list[cp_model.IntVar] = []
         per_line: list[list[cp_model.IntVar]] = [[] for _ in o.lines]

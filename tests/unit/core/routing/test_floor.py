@@ -145,6 +145,17 @@ def test_orders_that_each_could_ship_whole_cannot_all_when_they_share_the_one_si
     assert floor.optimal
 
 
+def test_the_one_unit_of_a_short_sku_forces_a_split_on_whichever_order_takes_it() -> None:
+    # X is short (two ordered, one held) and only at L2; A only at L1, B only at L3.
+    sites = [site("L1", stock={"A": 1}), site("L2", stock={"X": 1}), site("L3", stock={"B": 1})]
+    pending, free = online([ship("O-1", ("A", 1), ("X", 1)), ship("O-2", ("B", 1), ("X", 1))], sites, {})
+    assert shipment_floor(pending, free, time_limit_s=0).extra_shipments == 0
+    floor = shipment_floor(pending, free, joint=False)
+    assert floor.per_order == 0
+    assert floor.extra_shipments == floor.short_bound == 1
+    assert floor.joint_bound is None
+
+
 def test_the_floor_only_binds_plans_that_serve_as_many_units() -> None:
     # The pool of the test above (L1: A, B; L2: A; L3: B), but the orders hold three units
     # between them: one may go without B.
@@ -172,6 +183,7 @@ def test_tiny_batches_the_joint_solve_proves_the_brute_force_minimum(seed: int) 
     assert floor.optimal
     assert floor.extra_shipments == exact
     assert floor.per_order <= exact
+    assert floor.short_bound is None or floor.short_bound <= exact
     assert shipment_floor(pending, sites, time_limit_s=0).extra_shipments <= exact
 
 
