@@ -65,9 +65,10 @@ class ShipmentFloor(msgspec.Struct, frozen=True):
     """`extra_shipments`: the proven floor (see the module docstring). `per_order`,
     `short_bound`, `joint_bound`: the three parts' proven values (None when skipped).
     `best_found`: extra shipments of the best plan the joint solve found (at most those of
-    the current plans), None when skipped or none found. `optimal`: the joint solve proved
-    `extra_shipments` is the minimum. `target`: units every plan compared must serve in
-    total; `slack` as above."""
+    the current plans), None when skipped or none found. `optimal`: `extra_shipments` is
+    the minimum, because the current plans or the joint solve's plan attain it (the
+    CP-SAT parts are skipped once the current plans do). `target`: units every plan
+    compared must serve in total; `slack` as above."""
 
     extra_shipments: int
     per_order: int
@@ -156,15 +157,17 @@ def shipment_floor(
     budget = slack - sum(o.beyond for o in orders)
     per_order = max(0, sum(max(0, o.fewest - 1) for o in orders) - budget)
 
+    current = sum(max(0, len(o.current) - 1) for o in orders)
     short_bound = joint_bound = best_found = None
-    optimal = False
+    optimal = per_order >= current
     deadline = start + time_limit_s
-    if time_limit_s > 0 and orders:
+    if time_limit_s > 0 and not optimal:
         short = {sku for sku in ordered if sku not in coverable and pooled.get(sku, 0) > 0}
         if short:
             short_bound = _short_stock(orders, pool, short, budget, time_limit_s / (2 if joint else 1), workers)
+            optimal = short_bound >= current
         left = deadline - time.perf_counter()
-        if joint and left > 0:
+        if joint and left > 0 and not optimal:
             joint_bound, best_found, optimal = _joint(orders, pool, coverable, target, budget, left, workers)
     return ShipmentFloor(
         extra_shipments=max(per_order, short_bound or 0, joint_bound or 0),
