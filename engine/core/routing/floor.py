@@ -114,7 +114,8 @@ class _Order:
     def fewest_with(self, taken: tuple[Site, ...]) -> int:
         """The fewest sites that include `taken` and hold its reachable coverable units."""
         rest = {sku: n - sum(s.stock.get(sku, 0) for s in taken) for sku, n in self.reach.items()}
-        others = [s for s in self.sites if s not in taken]
+        ids = {s.location_id for s in taken}
+        others = [s for s in self.sites if s.location_id not in ids]
         return len(taken) + _fewest_sites({sku: n for sku, n in rest.items() if n > 0}, others)
 
     @property
