@@ -38,8 +38,9 @@ centers; 1,000 SKUs with Zipf popularity (weight 1/rank); a SKU of rank r is sto
 1 + round(9 (1 - log10 r / 3)) centers picked at random (rank 1 at all 10, rank 10 at 7,
 rank 100 at 4, rank 1,000 at 1); its stock is twice the batch's expected demand for it,
 split over those centers in random shares (uniform 0.5-1.5 each, at least one unit a
-center), so stock covers demand overall and runs short only locally, where nearby demand
-outruns a center's share; customers in the metros by population (0.2 degree jitter);
+center), so stock covers demand overall and runs short locally, where nearby demand
+outruns a center's share, and on long-tail SKUs (well under one unit expected a batch, so
+one unit at one center: a second order of it goes short); customers in the metros by population (0.2 degree jitter);
 1 + Poisson(1) distinct SKUs an order by popularity (92% of orders have 1-3 lines), one
 unit each. These parameters were chosen from that description before any run of family C
 and not changed after. Unlike the research data, nothing is replenished between the orders
