@@ -162,7 +162,7 @@ class _Order:
         return out
 
 
-def _pool(sites: list[Site], pending: Iterable[Pending], lines_by_order: dict[str, dict[str, str]]) -> list[Site]:
+def stock_pool(sites: list[Site], pending: Iterable[Pending], lines_by_order: dict[str, dict[str, str]]) -> list[Site]:
     """Sites with free stock plus what the batch's orders hold there; no capacity fields
     (capacity is a hard limit handled by the batch, not a price)."""
     held: dict[tuple[str, str], int] = {}
@@ -641,7 +641,7 @@ def rebroker(
     start = time.perf_counter()
     lines_by_order = {p.order.order_id: {line.line_id: line.sku for line in p.order.lines} for p in pending}
     ship = [p for p in pending if p.order.method == SHIP]
-    pool = _pool(sites, ship, lines_by_order)
+    pool = stock_pool(sites, ship, lines_by_order)
     capacity = {
         s.location_id: None if s.daily_order_capacity is None else s.daily_order_capacity - s.orders_today
         for s in sites
@@ -809,7 +809,7 @@ def lower_bound(
     for them costs less. None if GLOP does not finish within `time_limit_s`."""
     lines_by_order = {p.order.order_id: {line.line_id: line.sku for line in p.order.lines} for p in pending}
     ship = [p for p in pending if p.order.method == SHIP]
-    pool = _pool(sites, ship, lines_by_order)
+    pool = stock_pool(sites, ship, lines_by_order)
     batch_costs = msgspec.structs.replace(costs, capacity_penalty=0.0)
     orders = [_Order(p, pool, batch_costs, today) for p in ship]
     stock = {(s.location_id, sku): n for s in pool for sku, n in s.stock.items()}

@@ -53,7 +53,7 @@ import time
 import msgspec
 from ortools.sat.python import cp_model
 
-from engine.core.routing.batch import Pending, _pool
+from engine.core.routing.batch import Pending, stock_pool
 from engine.core.routing.model import SHIP, Site
 
 ENUMERATION_LIMIT = 20_000  # site subsets tried per order before a CP-SAT model takes over
@@ -134,7 +134,7 @@ def shipment_floor(
     start = time.perf_counter()
     lines_by_order = {p.order.order_id: {line.line_id: line.sku for line in p.order.lines} for p in pending}
     ship = [p for p in pending if p.order.method == SHIP]
-    pool = _pool(sites, ship, lines_by_order)
+    pool = stock_pool(sites, ship, lines_by_order)
     orders = [_Order(p, pool) for p in ship]
     target = sum(o.held for o in orders)
 
