@@ -432,3 +432,47 @@ async def test_a_group_releases_expired_holds_at_its_positions_before_it_judges(
     r = await client.get(f"/v1/reservations/{r.json()['reservation_id']}", headers=checkout)
     assert r.json()["status"] == "expired"
     assert (await check_ledger(db))[1] == 0
+
+
+async def test_groups_in_many_processes_racing_carts_in_opposite_orders_never_oversell(database_url, client, db):
+    """Eight group-commit instances, each on its own pool (as eight service processes would
+    be), send carts over the same positions, lines in opposite orders, and single holds,
+    all at once: every outcome is a hold or a shortage (no deadlock reaches anyone) and the
+    positions hold exactly what the holds say, never more than they have."""
+    from engine.services.group_commit import ReservationGroups
+
+    await build_network(client)
+    await receive(client, "SKU-A", "DC-NJ", 400)  # more than the carts can take: B decides
+    await receive(client, "SKU-B", "DC-NJ", 45)  # 200 carts ask for one each
+    pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=3) for _ in range(8)]
+    try:
+        sizes: list[int] = []
+
+        class Groups(ReservationGroups):
+            async def _send(self, items):
+                sizes.append(len(items))
+                return await super()._send(items)
+
+        groups = [Groups(p, max_in_flight=2) for p in pools]
+        carts = []
+        for i in range(240):
+            lines = [("SKU-A", "DC-NJ", 1 + i % 2), ("SKU-B", "DC-NJ", 1)][:: 1 if i % 3 else -1]
+            carts.append(_batch_item("racer", *(lines if i % 4 else lines[:1])))
+        results = await asyncio.gather(*(groups[i % 8].reserve(item) for i, item in enumerate(carts)))
+    finally:
+        await asyncio.gather(*(p.close() for p in pools))
+    assert max(sizes) > 1, sizes  # holds really went together
+    held = [item for item, r in zip(carts, results, strict=True) if not isinstance(r, store.Shortage)]
+    assert all(isinstance(r, (tuple, store.Shortage)) for r in results)
+    want = {"SKU-A": 0, "SKU-B": 0}
+    for item in held:
+        for line in item.lines:
+            want[line.sku] += line.quantity
+    assert await _position(db, "SKU-A", "DC-NJ") == (400, want["SKU-A"])
+    assert await _position(db, "SKU-B", "DC-NJ") == (45, want["SKU-B"])
+    assert want["SKU-B"] == 45  # each cart with B needs one and A never runs short: B runs out exactly
+    refused = [item for item, r in zip(carts, results, strict=True) if isinstance(r, store.Shortage)]
+    assert refused and all(any(line.sku == "SKU-B" for line in item.lines) for item in refused)
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM reservations WHERE owner = 'racer'") == len(held)
+    assert (await check_ledger(db))[1] == 0
