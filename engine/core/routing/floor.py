@@ -266,6 +266,13 @@ def _short_stock(
     for key, ws in taken.items():
         model.add(cp_model.LinearExpr.sum(ws) <= stock[key])
     model.minimize(cp_model.LinearExpr.sum(extra))
+    solver, _ = _solve(model, time_limit_s, workers, "the current plans satisfy the model")
+    return math.ceil(solver.best_objective_bound - 1e-6)
+
+
+def _solve(model: cp_model.CpModel, time_limit_s: float, workers: int, why_feasible: str) -> tuple:
+    """Solve within the time limit: (solver, status). A model the current plans satisfy
+    cannot be infeasible: if it is, the model is wrong, and that must not pass as a bound."""
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = workers
     solver.parameters.max_time_in_seconds = time_limit_s
@@ -273,8 +280,8 @@ def _short_stock(
     if status == cp_model.MODEL_INVALID:
         raise AssertionError(model.validate())
     if status == cp_model.INFEASIBLE:
-        raise AssertionError("the current plans satisfy the model, so it cannot be infeasible")
-    return math.ceil(solver.best_objective_bound - 1e-6)
+        raise AssertionError(f"{why_feasible}, so it cannot be infeasible")
+    return solver, status
 
 
 def _joint(
@@ -335,15 +342,7 @@ def _joint(
         model.add(cp_model.LinearExpr.sum(xs) <= stock[key])
     model.add(cp_model.LinearExpr.sum(served_all) >= target)
     model.minimize(cp_model.LinearExpr.sum(extra))
-
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = workers
-    solver.parameters.max_time_in_seconds = time_limit_s
-    status = solver.solve(model)
-    if status == cp_model.MODEL_INVALID:
-        raise AssertionError(model.validate())
-    if status == cp_model.INFEASIBLE:
-        raise AssertionError("the current plans serve the target, so the model cannot be infeasible")
+    solver, status = _solve(model, time_limit_s, workers, "the current plans serve the target")
     bound = math.ceil(solver.best_objective_bound - 1e-6)
     found = round(solver.objective_value) if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else None
     return bound, found, status == cp_model.OPTIMAL

@@ -192,12 +192,9 @@ def after_run(pending: list[Pending], sites: list[Site], changes) -> tuple[list[
     plans = {p.order.order_id: p.current for p in pending}
     for c in changes:
         plans[c.order_id] = {f.location_id: {a.line_id: a.quantity for a in f.lines} for f in c.after}
-    free = Counter({(s.location_id, k): n for s in sites for k, n in s.stock.items()})
+    free = pooled(pending, sites)
     for p in pending:
         skus = {line.line_id: line.sku for line in p.order.lines}
-        for loc, units in p.current.items():
-            for line_id, n in units.items():
-                free[loc, skus[line_id]] += n
         for loc, units in plans[p.order.order_id].items():
             for line_id, n in units.items():
                 free[loc, skus[line_id]] -= n
