@@ -21,6 +21,13 @@ from engine.errors import Unauthorized
 
 T = TypeVar("T")
 
+
+def stored_answer(status: int, body: bytes) -> Response:
+    """An answer the service encoded already (and stored, for Idempotency-Key retries):
+    sent as it is, byte for byte."""
+    return Response(body, status_code=status, media_type="application/json")
+
+
 IdempotencyKey = Annotated[
     str | None,
     HeaderParameter(

@@ -5,7 +5,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post
 from litestar.params import PathParameter, QueryParameter, RequestBody
 
-from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, stored_answer, strict
 from api.errors import problems
 from api.schemas import ID_PATTERN, MAX_PAGE, ApiKeyIn
 from engine.services import keys
@@ -35,7 +35,7 @@ class ApiKeyController(Controller):
         body = await keys.create(
             pool, request.user, data.role, data.location_id, data.name, idempotency_key, request=data
         )
-        return Response(body, status_code=201, media_type="application/json")
+        return stored_answer(201, body)
 
     @get(
         "/",

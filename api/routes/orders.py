@@ -8,7 +8,7 @@ from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import PathParameter, RequestBody
 
-from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, stored_answer, strict
 from api.errors import problems
 from api.schemas import OrderIn
 from engine.services import orders
@@ -50,7 +50,7 @@ class OrderController(Controller):
             idem_key=idempotency_key,
             defer_ship=request.app.state.settings.defer_ship_orders,
         )
-        return Response(body, status_code=status, media_type="application/json")
+        return stored_answer(status, body)
 
     @get("/{order_id:str}", operation_id="getOrder", responses=problems(400, 403, 404))
     async def read(self, request: AuthRequest, pool: PoolDep, order_id: OrderId) -> OrderOut:

@@ -7,7 +7,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.params import Parameter, PathParameter, RequestBody
 
-from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, stored_answer, strict
 from api.errors import problems
 from api.schemas import MAX_PAGE, MAX_RUNS_PAGE, DemandIn, RebalancingRunIn, RoutingRunIn
 from engine.services import rebalancing, routing_runs
@@ -16,10 +16,6 @@ from engine.services.routing_runs import RunOptions, RunOut
 Limit = Annotated[int, Parameter(ge=1, le=MAX_RUNS_PAGE, description="most recent first")]
 RunId = Annotated[UUID, PathParameter()]
 _run_in = msgspec.json.Decoder(RoutingRunIn)
-
-
-def _json(status: int, body: bytes) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
 
 
 async def optional_body(request: Request, decoder: msgspec.json.Decoder):  # noqa: ANN201 - the decoded Struct
@@ -48,7 +44,9 @@ class RoutingRunController(Controller):
     ) -> Response[RunOut]:
         body = await optional_body(request, _run_in)
         options = msgspec.convert(msgspec.to_builtins(body), RunOptions)
-        return _json(*await routing_runs.trigger(pool, request.user, options, request.app.state.costs, idempotency_key))
+        return stored_answer(
+            *await routing_runs.trigger(pool, request.user, options, request.app.state.costs, idempotency_key)
+        )
 
     @get("/", operation_id="listRoutingRuns", responses=problems(400, 403))
     async def list_runs(self, request: AuthRequest, pool: PoolDep, limit: Limit = 20) -> list[RunOut]:
@@ -109,7 +107,7 @@ class RebalancingRunController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[rebalancing.RebalancingRunOut]:
         body = await optional_body(request, _rebalancing_in)
-        return _json(*await rebalancing.trigger(pool, request.user, _options(body), idempotency_key))
+        return stored_answer(*await rebalancing.trigger(pool, request.user, _options(body), idempotency_key))
 
     @get("/{run_id:uuid}", operation_id="getRebalancingRun", responses=problems(400, 403, 404))
     async def read(
@@ -126,7 +124,7 @@ class RebalancingRunController(Controller):
     async def apply(
         self, request: AuthRequest, pool: PoolDep, run_id: RunId, idempotency_key: IdempotencyKey = None
     ) -> Response[rebalancing.RebalancingRunOut]:
-        return _json(*await rebalancing.apply(pool, request.user, run_id, idempotency_key))
+        return stored_answer(*await rebalancing.apply(pool, request.user, run_id, idempotency_key))
 
 
 class TransferController(Controller):

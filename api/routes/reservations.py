@@ -6,7 +6,7 @@ from uuid import UUID
 from litestar import Controller, Response, get, post
 from litestar.params import PathParameter, RequestBody
 
-from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, stored_answer, strict
 from api.errors import problems
 from api.schemas import ExtendIn, ReservationIn
 from engine.core.reservations import Line
@@ -14,10 +14,6 @@ from engine.services import reservations
 from engine.services.reservations import ReservationOut
 
 ReservationId = Annotated[UUID, PathParameter()]
-
-
-def _json(status: int, body: bytes) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
 
 
 class ReservationController(Controller):
@@ -34,7 +30,7 @@ class ReservationController(Controller):
     ) -> Response[ReservationOut]:
         data = await strict(request, data)
         lines = [Line(sku=x.sku, location_id=x.location_id, quantity=x.quantity) for x in data.lines]
-        return _json(
+        return stored_answer(
             *await reservations.create(
                 pool,
                 request.user,
@@ -59,7 +55,7 @@ class ReservationController(Controller):
     async def commit(
         self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
     ) -> Response[ReservationOut]:
-        return _json(*await reservations.commit(pool, request.user, reservation_id, idempotency_key))
+        return stored_answer(*await reservations.commit(pool, request.user, reservation_id, idempotency_key))
 
     @post(
         "/{reservation_id:uuid}/release",
@@ -70,7 +66,7 @@ class ReservationController(Controller):
     async def release(
         self, request: AuthRequest, pool: PoolDep, reservation_id: ReservationId, idempotency_key: IdempotencyKey = None
     ) -> Response[ReservationOut]:
-        return _json(*await reservations.release(pool, request.user, reservation_id, idempotency_key))
+        return stored_answer(*await reservations.release(pool, request.user, reservation_id, idempotency_key))
 
     @post(
         "/{reservation_id:uuid}/extend",
@@ -87,4 +83,6 @@ class ReservationController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> Response[ReservationOut]:
         data = await strict(request, data)
-        return _json(*await reservations.extend(pool, request.user, reservation_id, data.ttl_seconds, idempotency_key))
+        return stored_answer(
+            *await reservations.extend(pool, request.user, reservation_id, data.ttl_seconds, idempotency_key)
+        )

@@ -5,7 +5,7 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.params import QueryParameter, RequestBody
 
-from api.deps import AuthRequest, IdempotencyKey, PoolDep, strict
+from api.deps import AuthRequest, IdempotencyKey, PoolDep, stored_answer, strict
 from api.errors import problems
 from api.schemas import ID_PATTERN, MAX_PAGE, MovementsIn
 from engine.core.model import MovementKind, Position
@@ -36,7 +36,7 @@ class StockController(Controller):
         status, body = await stock.record_movements(
             pool, request.user, lines, reference=data.reference, idem_key=idempotency_key
         )
-        return Response(body, status_code=status, media_type="application/json")
+        return stored_answer(status, body)
 
     @get("/", operation_id="listStock", responses=problems(400, 422))
     async def positions(
