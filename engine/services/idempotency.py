@@ -55,13 +55,8 @@ async def run(
                 status, result = await work(conn)
                 return status, _encoder.encode(result)
         async with pool.acquire() as conn, conn.transaction():
-            if idem_key is not None and not await store.claim(conn, caller.key_id, idem_key, operation, digest):
-                row = await store.stored(conn, caller.key_id, idem_key)
-                if row["operation"] != operation or row["request_hash"] != digest:
-                    raise IdempotencyMismatch(
-                        "this Idempotency-Key was already used with a different request", idempotency_key=idem_key
-                    )
-                return row["status_code"], bytes(row["response"])
+            if idem_key is not None and (first := await _claim(conn, caller, idem_key, operation, digest)):
+                return first
             status, result = await work(conn)
             encoded = _encoder.encode(result)
             if idem_key is not None:
@@ -89,13 +84,23 @@ async def start(
         return 202, _encoder.encode(await begin())
     digest = request_hash(operation, body)
     async with pool.acquire() as conn, conn.transaction():
-        if not await store.claim(conn, caller.key_id, idem_key, operation, digest):
-            row = await store.stored(conn, caller.key_id, idem_key)
-            if row["operation"] != operation or row["request_hash"] != digest:
-                raise IdempotencyMismatch(
-                    "this Idempotency-Key was already used with a different request", idempotency_key=idem_key
-                )
-            return row["status_code"], bytes(row["response"])
+        if first := await _claim(conn, caller, idem_key, operation, digest):
+            return first
         encoded = _encoder.encode(await begin())
         await store.finish(conn, caller.key_id, idem_key, 202, encoded)
         return 202, encoded
+
+
+async def _claim(
+    conn: asyncpg.Connection, caller: Caller, idem_key: str, operation: str, digest: bytes
+) -> tuple[int, bytes] | None:
+    """Claim the key in `conn`'s transaction: None when this request is the first, else the
+    stored first answer; IdempotencyMismatch if the key came with another request."""
+    if await store.claim(conn, caller.key_id, idem_key, operation, digest):
+        return None
+    row = await store.stored(conn, caller.key_id, idem_key)
+    if row["operation"] != operation or row["request_hash"] != digest:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was already used with a different request", idempotency_key=idem_key
+        )
+    return row["status_code"], bytes(row["response"])
