@@ -49,17 +49,19 @@ BEGIN
         PERFORM omniroute_release_expired(p_skus, p_locations, NULL);
     END IF;
 
-    PERFORM 1 FROM stock_positions p
-    WHERE p.sku = ANY(p_skus) AND (p.sku, p.location_id) IN (SELECT * FROM unnest(p_skus, p_locations))
-    ORDER BY p.sku, p.location_id
-    FOR UPDATE;
-
-    -- Locked above, so this later snapshot reads the rows as they stay until the commit.
+    -- Locked in (sku, location_id) order; a row another writer changed meanwhile is read as
+    -- that writer committed it (and as it stays until this commit).
     WITH pos AS (
-        SELECT row_number() OVER (ORDER BY p.sku, p.location_id)::integer AS k, p.sku, p.location_id,
-               CASE WHEN l.active THEN p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock) END AS available
-        FROM stock_positions p JOIN locations l ON l.location_id = p.location_id
-        WHERE p.sku = ANY(p_skus) AND (p.sku, p.location_id) IN (SELECT * FROM unnest(p_skus, p_locations))
+        SELECT row_number() OVER (ORDER BY locked.sku, locked.location_id)::integer AS k, locked.*
+        FROM (
+            SELECT p.sku, p.location_id,
+                   CASE WHEN l.active
+                        THEN p.on_hand - p.reserved - coalesce(p.safety_stock, l.safety_stock) END AS available
+            FROM stock_positions p JOIN locations l ON l.location_id = p.location_id
+            WHERE p.sku = ANY(p_skus) AND (p.sku, p.location_id) IN (SELECT * FROM unnest(p_skus, p_locations))
+            ORDER BY p.sku, p.location_id
+            FOR UPDATE OF p
+        ) locked
     )
     SELECT (SELECT array_agg(pos.available ORDER BY pos.k) FROM pos),
            (SELECT array_agg(coalesce(pos.k, 0) ORDER BY t.j)
