@@ -32,6 +32,7 @@ from api.routes.stock import StockController
 from api.scheduler import start_scheduler
 from engine.config import Settings, load_costs
 from engine.services import runs
+from engine.services.availability import AvailabilityView
 from engine.services.feed import Feed
 from engine.services.group_commit import ReservationGroups
 from engine.services.keys import KeyRing
@@ -78,6 +79,13 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             keepalive=settings.events_keepalive_seconds,
         )
         await feed.start()
+        view = app.state.availability = (
+            AvailabilityView(app.state.reads, feed, max_skus=settings.availability_cache_skus)
+            if settings.availability_cache_skus > 0
+            else None
+        )
+        if view is not None:
+            await view.start()
         restore_signals = _end_streams_on_exit_signals(feed)
         scheduler = start_scheduler(pool, settings, app.state.costs) if settings.scheduler else None
         try:
@@ -86,6 +94,8 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             restore_signals()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            if view is not None:
+                await view.stop()
             await feed.stop()
             await runs.stop_all()
             await app.state.reads.close()

@@ -41,6 +41,13 @@ class AvailabilityController(Controller):
 
 
 async def _answer(request: AuthRequest, q: AvailabilityIn) -> AvailabilityResult:
+    state = request.app.state
     return await availability(
-        request.app.state.reads, q.skus, lat=q.lat, lon=q.lon, radius_km=q.radius_km, pickup_limit=q.pickup_limit
+        state.reads,
+        q.skus,
+        lat=q.lat,
+        lon=q.lon,
+        radius_km=q.radius_km,
+        pickup_limit=q.pickup_limit,
+        view=state.availability,
     )

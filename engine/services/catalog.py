@@ -8,6 +8,7 @@ import msgspec
 from engine.core.access import require_role
 from engine.core.model import Caller, Item, Location, LocationKind
 from engine.errors import NotFound
+from engine.services.availability import locations_changed
 from engine.store import catalog as store
 
 
@@ -23,7 +24,9 @@ async def upsert_location(
     fields = msgspec.structs.asdict(body)
     fields["kind"] = LocationKind(fields["kind"])
     async with pool.acquire() as conn:
-        return await store.upsert_location(conn, Location(location_id=location_id, **fields))
+        answer = await store.upsert_location(conn, Location(location_id=location_id, **fields))
+    locations_changed()
+    return answer
 
 
 async def get_location(pool: asyncpg.Pool, caller: Caller, location_id: str) -> Location:

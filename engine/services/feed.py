@@ -25,7 +25,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import msgspec
@@ -102,6 +102,8 @@ class Feed:
         self.is_publisher = False
         self.head = 0  # highest seq this process holds (every event up to it is published)
         self._live = False  # the tail follows the feed
+        self.synced_at: float | None = None  # loop time a complete refresh of the tail began
+        self.listeners: list[Callable[[list[store.Event]], None]] = []  # told of every event, in order
         self._tail_from = 0
         self._seqs: list[int] = []
         self._items: list[FeedEvent] = []
@@ -210,10 +212,13 @@ class Feed:
     async def _refresh(self, conn: asyncpg.Connection) -> None:
         """Append everything published after `head` to the tail (contiguously: each page
         continues where the last one stopped), then wake the readers."""
+        began = asyncio.get_running_loop().time()
         moved = False
         while True:
             page = await store.page(conn, self.head, limit=REFRESH_BATCH, upto=MAX_SEQ)
             if page.events:
+                for listener in self.listeners:
+                    listener(page.events)
                 now = time.time()
                 for event in page.events:
                     FOLLOW_LAG.observe(max(0.0, now - event.created_at.timestamp()))
@@ -235,8 +240,15 @@ class Feed:
             del self._seqs[:gone]
             del self._items[:gone]
             self._tail_from = page.purged_through
+        self.synced_at = began
         if moved:
             self._notify()
+
+    def synced_within(self, seconds: float) -> bool:
+        """The tail holds every event published up to `seconds` ago (listeners heard them)."""
+        if not self._live or self.synced_at is None:
+            return False
+        return asyncio.get_running_loop().time() - self.synced_at < seconds
 
     # -- readers -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from engine.core.routing import CostModel, Fulfillment, Line, LineAllocation, Or
 from engine.core.routing import quote as route_quote
 from engine.errors import BadInput, Conflict, IdempotencyMismatch, NotFound
 from engine.services import idempotency
+from engine.services.availability import stock_changed
 from engine.store import idempotency as idem_store
 from engine.store import orders as store
 from engine.store import reservations as reservations_store
@@ -284,11 +285,13 @@ async def place(
         status = order_status(len(plan.fulfillments), len(plan.unallocated))
         explanation = {**msgspec.to_builtins(plan.explanation), "attempts": attempt + 1}
         try:
-            return await _record(
+            answer = await _record(
                 pool, placing, status, plan.fulfillments, plan.unallocated, plan.total_cost, explanation
             )
         except reservations_store.Shortage:
             continue  # stock moved since the solve: solve again with fresh stock
+        stock_changed(line.sku for line in req.lines)
+        return answer
     raise Conflict(f"stock kept moving while placing order {req.order_id}; retry the request", order_id=req.order_id)
 
 
@@ -446,7 +449,13 @@ async def cancel(pool: asyncpg.Pool, caller: Caller, order_id: str) -> OrderOut:
             await store.update_order(conn, order_id, status="cancelled")
             return await _read(conn, await store.get_order(conn, order_id))
 
-    return await with_retry(attempt)
+    return _touching(await with_retry(attempt))
+
+
+def _touching(out: OrderOut) -> OrderOut:
+    """The order's writes have committed: availability views here forget its SKUs."""
+    stock_changed(line.sku for f in out.fulfillments for line in f.lines)
+    return out
 
 
 def _fulfillment(fulfillments: list[asyncpg.Record], fulfillment_id: UUID, order_id: str) -> asyncpg.Record:
@@ -475,7 +484,7 @@ async def complete(pool: asyncpg.Pool, caller: Caller, order_id: str, fulfillmen
                 await store.update_order(conn, order_id, status="completed")
             return await _read(conn, await store.get_order(conn, order_id))
 
-    return await with_retry(attempt)
+    return _touching(await with_retry(attempt))
 
 
 async def reject(pool: asyncpg.Pool, caller: Caller, order_id: str, fulfillment_id: UUID, costs: CostModel) -> OrderOut:
@@ -530,7 +539,7 @@ async def reject(pool: asyncpg.Pool, caller: Caller, order_id: str, fulfillment_
                 return await _read(conn, await store.get_order(conn, order_id))
 
         try:
-            return await with_retry(apply)
+            return _touching(await with_retry(apply))
         except reservations_store.Shortage:
             continue
     raise Conflict(f"stock kept moving while re-routing order {order_id}; retry the request", order_id=order_id)

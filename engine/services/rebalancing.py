@@ -23,6 +23,7 @@ from engine.core.access import require_locations, require_role
 from engine.core.model import Caller, Role
 from engine.errors import BadInput, Conflict, NotFound
 from engine.services import idempotency, runs
+from engine.services.availability import stock_changed
 from engine.store import catalog as catalog_store
 from engine.store import meta
 from engine.store import rebalancing as store
@@ -383,6 +384,7 @@ async def _apply(pool: asyncpg.Pool, run: runs.Run, actor: str) -> None:
             return done, gone, moved
 
         d, g, m = await with_retry(attempt)
+        stock_changed(p["sku"] for p in chunk)
         applied, skipped, units = applied + d, skipped + g, units + m
     result = {
         "transfers": applied,
@@ -438,4 +440,6 @@ async def receive(pool: asyncpg.Pool, caller: Caller, transfer_id: UUID) -> Tran
                 row = await store.get_transfer(conn, transfer_id)
             return _transfer_out(row)
 
-    return await with_retry(attempt)
+    out = await with_retry(attempt)
+    stock_changed([out.sku])
+    return out

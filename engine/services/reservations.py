@@ -14,6 +14,7 @@ from engine.core.model import Caller, Role
 from engine.core.reservations import Line, Reservation, Status
 from engine.errors import BadInput, Conflict, OutOfStock
 from engine.services import group_commit, idempotency
+from engine.services.availability import stock_changed
 from engine.store import reservations as store
 from engine.store.db import with_retry
 
@@ -68,6 +69,7 @@ async def create(
         if isinstance(result, store.Shortage):
             _raise_shortage(result.shortages)
         created_at, expires_at = result
+        stock_changed(line.sku for line in ordered)
         out = ReservationOut(
             reservation_id=item.reservation_id,
             status=Status.ACTIVE,
@@ -101,7 +103,9 @@ async def create(
         )
 
     body = {"lines": ordered, "ttl_seconds": ttl_seconds, "reference": reference}
-    return await idempotency.run(pool, caller, idem_key, "reservations.create", body, work, single_statement=True)
+    answer = await idempotency.run(pool, caller, idem_key, "reservations.create", body, work, single_statement=True)
+    stock_changed(line.sku for line in ordered)
+    return answer
 
 
 def _raise_shortage(shortages: list[dict]) -> None:
@@ -139,11 +143,15 @@ async def commit(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_
                 reservation_id=str(reservation_id),
                 reservation_status="expired",
             )
+        touched.extend(line.sku for line in res.lines)
         return 200, _out(res, now, status=Status.COMMITTED)
 
-    return await idempotency.run(
+    touched: list[str] = []
+    answer = await idempotency.run(
         pool, caller, idem_key, "reservations.commit", {"reservation_id": str(reservation_id)}, work
     )
+    stock_changed(touched)
+    return answer
 
 
 async def release(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_key: str | None) -> tuple[int, bytes]:
@@ -156,11 +164,15 @@ async def release(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem
             return 200, _out(res, now)
         final = Status.EXPIRED if res.status_at(now) is Status.EXPIRED else Status.RELEASED
         await store.finish(conn, reservation_id, status=final, actor=caller.key_id)
+        touched.extend(line.sku for line in res.lines)
         return 200, _out(res, now, status=final)
 
-    return await idempotency.run(
+    touched: list[str] = []
+    answer = await idempotency.run(
         pool, caller, idem_key, "reservations.release", {"reservation_id": str(reservation_id)}, work
     )
+    stock_changed(touched)
+    return answer
 
 
 async def extend(

@@ -10,6 +10,7 @@ from engine.core.access import require_locations, require_role
 from engine.core.model import Caller, Position, Role
 from engine.errors import BadInput
 from engine.services import idempotency
+from engine.services.availability import stock_changed
 from engine.store import catalog as catalog_store
 from engine.store import events as events_store
 from engine.store import stock as store
@@ -59,7 +60,9 @@ async def record_movements(
         return 201, MovementResult(movements=len(deltas), positions=positions, discrepancies=discrepancies)
 
     body = {"lines": lines, "reference": reference}
-    return await idempotency.run(pool, caller, idem_key, "stock.movements", body, work)
+    answer = await idempotency.run(pool, caller, idem_key, "stock.movements", body, work)
+    stock_changed(line.sku for line in lines)
+    return answer
 
 
 async def _raise_unknown(conn: asyncpg.Connection, lines: list[rules.MovementLine]) -> None:

@@ -1,8 +1,9 @@
-"""The availability read: one statement per request, whatever the basket size.
+"""The availability reads: one statement per request, whatever the basket size.
 
-Per SKU it returns one row with the ship total (sum of `available` over active shipping
-locations) and one row per pickup location within the radius (nearest first). It reads a
-plain MVCC snapshot and takes no locks, so it never waits on writers.
+`fetch` answers a request: per SKU one row with the ship total (sum of `available` over
+active shipping locations) and one row per pickup location within the radius (nearest
+first). `fill` reads what the availability cache keeps per SKU (engine.core.availability).
+Both read a plain MVCC snapshot and take no locks, so they never wait on writers.
 """
 
 from __future__ import annotations
@@ -77,3 +78,62 @@ async def fetch(
     pickup_limit: int,
 ) -> list[asyncpg.Record]:
     return await conn.fetch(AVAILABILITY_SQL, skus, lat, lon, radius_km, *box, pickup_limit)
+
+
+SITES_SQL = """
+SELECT location_id, lat, lon, curbside, active, ships, pickup, safety_stock FROM locations ORDER BY location_id
+"""
+
+# Per SKU: the ship total; the sites among $2 (by ordinal, from 1) where something is
+# available, and how much; and what bounds how long that stays true without a write: seconds
+# until its next hold expires, and whether a hold has already expired without the sweep
+# releasing it (the sweep's release may then change `available` without a stock event, so
+# such a SKU is not kept). One range scan of the (sku, location_id) key per SKU serves both
+# parts. The feed's published high-water mark comes from the same snapshot (replica fills,
+# engine.services.availability).
+FILL_SQL = f"""
+WITH req AS (
+    SELECT DISTINCT s.sku FROM unnest($1::text[]) AS s(sku)
+),
+{EXPIRED_HOLDS},
+pos AS (
+    SELECT p.sku,
+           sum(c.available) FILTER (WHERE l.active AND l.ships)::bigint AS ship,
+           array_agg(k.ord::integer) FILTER (WHERE k.ord IS NOT NULL AND c.available > 0) AS sites,
+           array_agg(c.available) FILTER (WHERE k.ord IS NOT NULL AND c.available > 0) AS available
+    FROM stock_positions p
+    JOIN locations l ON l.location_id = p.location_id
+    LEFT JOIN unnest($2::text[]) WITH ORDINALITY AS k(location_id, ord) ON k.location_id = p.location_id
+    LEFT JOIN expired e ON e.sku = p.sku AND e.location_id = p.location_id
+    CROSS JOIN LATERAL (
+        SELECT greatest(0, p.on_hand - (p.reserved - coalesce(e.quantity, 0))
+                           - coalesce(p.safety_stock, l.safety_stock)) AS available
+    ) c
+    WHERE p.sku = ANY($1::text[])
+    GROUP BY p.sku
+),
+holds AS (
+    SELECT rl.sku,
+           extract(epoch FROM min(rl.expires_at) FILTER (WHERE rl.expires_at > now()) - now())::float8 AS expires_in,
+           bool_or(rl.expires_at <= now()) AS expired
+    FROM reservation_lines rl
+    WHERE rl.sku = ANY($1::text[]) AND rl.state = 'active'
+    GROUP BY rl.sku
+)
+SELECT r.sku, (i.sku IS NOT NULL) AS known, coalesce(x.ship, 0) AS ship,
+       coalesce(x.sites, '{{}}') AS sites, coalesce(x.available, '{{}}') AS available,
+       h.expires_in, coalesce(h.expired, false) AS expired,
+       (SELECT published_through FROM event_feed LIMIT 1) AS published_through
+FROM req r
+LEFT JOIN items i ON i.sku = r.sku
+LEFT JOIN pos x ON x.sku = r.sku
+LEFT JOIN holds h ON h.sku = r.sku
+"""
+
+
+async def sites(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(SITES_SQL)
+
+
+async def fill(conn: asyncpg.Connection, skus: list[str], site_ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(FILL_SQL, skus, site_ids)

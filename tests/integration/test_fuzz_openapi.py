@@ -50,13 +50,16 @@ CHECKS = [
 
 
 # Authorization is ours to send (a valid key of the role under test), not a parameter to
-# mutate; a request refused for its size (413) has been refused, as it should be.
+# mutate; a request refused for its size (413) has been refused, as it should be, and so
+# has a feed read refused with 410 for a cursor the feed never issued. (A value the fuzzer
+# means as invalid can be valid on the wire, `location_id=false` is a string; whether the
+# cursor check then refuses it depends on how far the session's feed has got.)
 CONFIG = schemathesis.Config.from_dict(
     {
         "generation": {"with-security-parameters": False},
         "checks": {
             "negative_data_rejection": {
-                "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
+                "expected-statuses": [400, 401, 403, 404, 405, 406, 409, 410, 413, 415, 422, 428, 429]
             }
         },
     }

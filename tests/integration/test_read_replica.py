@@ -76,6 +76,9 @@ async def follow_the_replica(url: str, standby: EmbeddedStandby) -> None:
             "OMNIROUTE_SCHEDULER": "off",
             "OMNIROUTE_READ_DATABASE_URL": standby.url(DB),
             "OMNIROUTE_READ_MAX_LAG_SECONDS": "0.5",
+            # Where reads that reach a database go: the availability view, which would answer
+            # a repeated read from memory, is off (its replica rule: test_availability_view).
+            "OMNIROUTE_AVAILABILITY_CACHE_SKUS": "0",
         }
     )
     app = create_app(url, settings)
