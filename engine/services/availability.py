@@ -128,11 +128,9 @@ class AvailabilityView:
     def usable(self) -> bool:
         return self.sites is not None and self.feed.synced_within(BLIND_SECONDS)
 
-    def flush(self) -> None:
-        """Forget everything (for a caller that changed the database behind the service)."""
-        self.cache.flush()
-
     def invalidate_sites(self) -> None:
+        """Forget everything and re-read the locations (a location was written here, a bulk
+        load happened, or a caller changed the database behind the service)."""
         self.sites = None  # unusable until re-read
         self._sites_version += 1
         self.cache.flush()

@@ -87,10 +87,10 @@ SELECT location_id, lat, lon, curbside, active, ships, pickup, safety_stock FROM
 # Per SKU: the ship total; the sites among $2 (by ordinal, from 1) where something is
 # available, and how much; and what bounds how long that stays true without a write: seconds
 # until its next hold expires, and whether a hold has already expired without the sweep
-# releasing it (the sweep's release may then change `available` without a stock event, so
-# such a SKU is not kept). One range scan of the (sku, location_id) key per SKU serves both
-# parts. The feed's published high-water mark comes from the same snapshot (replica fills,
-# engine.services.availability).
+# releasing it (from `expired`, which the numbers subtract; the sweep's release may then
+# change `available` without a stock event, so such a SKU is not kept). One range scan of
+# the (sku, location_id) key per SKU serves both parts. The feed's published high-water mark
+# comes from the same snapshot (replica fills, engine.services.availability).
 FILL_SQL = f"""
 WITH req AS (
     SELECT DISTINCT s.sku FROM unnest($1::text[]) AS s(sku)
@@ -113,16 +113,14 @@ pos AS (
     GROUP BY p.sku
 ),
 holds AS (
-    SELECT rl.sku,
-           extract(epoch FROM min(rl.expires_at) FILTER (WHERE rl.expires_at > now()) - now())::float8 AS expires_in,
-           bool_or(rl.expires_at <= now()) AS expired
+    SELECT rl.sku, extract(epoch FROM min(rl.expires_at) - now())::float8 AS expires_in
     FROM reservation_lines rl
-    WHERE rl.sku = ANY($1::text[]) AND rl.state = 'active'
+    WHERE rl.sku = ANY($1::text[]) AND rl.state = 'active' AND rl.expires_at > now()
     GROUP BY rl.sku
 )
 SELECT r.sku, (i.sku IS NOT NULL) AS known, coalesce(x.ship, 0) AS ship,
        coalesce(x.sites, '{{}}') AS sites, coalesce(x.available, '{{}}') AS available,
-       h.expires_in, coalesce(h.expired, false) AS expired,
+       h.expires_in, EXISTS (SELECT 1 FROM expired e WHERE e.sku = r.sku) AS expired,
        (SELECT published_through FROM event_feed LIMIT 1) AS published_through
 FROM req r
 LEFT JOIN items i ON i.sku = r.sku
