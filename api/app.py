@@ -10,12 +10,11 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Response, Router
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from api.deps import ApiKeyAuthentication, provide_pool
+from api.deps import api_key_authentication, provide_pool
 from api.errors import EXCEPTION_HANDLERS, problem
 from api.observability import request_middleware
 from api.query import query_rules, strict_query
@@ -119,7 +118,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"pool": Provide(provide_pool, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[request_middleware, DefineMiddleware(ApiKeyAuthentication, exclude=["^/schema"]), strict_query],
+        middleware=[request_middleware, api_key_authentication, strict_query],
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # api.observability configures JSON logs
