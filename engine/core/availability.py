@@ -58,22 +58,33 @@ class Sites:
         self.sites = sites
         self.ids = [s.location_id for s in sites]
         self.signature = signature
-        self._by_lat = sorted(range(len(sites)), key=lambda i: sites[i].lat)
-        self._lats = [sites[i].lat for i in self._by_lat]
+        by_lat = sorted(range(len(sites)), key=lambda i: sites[i].lat)
+        self._lats = [sites[i].lat for i in by_lat]
+        # (index, lat, lon, cos(radians(lat))) by latitude: the per-site half of distance_km.
+        self._band = [(i, sites[i].lat, sites[i].lon, math.cos(math.radians(sites[i].lat))) for i in by_lat]
 
     def near(self, lat: float, lon: float, radius_km: float, limit: int) -> list[tuple[int, float]]:
         """(site index, distance rounded to metres) of the nearest `limit` sites within
         `radius_km`, as the SQL path picks them (`near_in_radius`) and then lists them:
-        by rounded distance, ties by location id."""
+        by rounded distance, ties by location id. The distance is `distance_km`'s, operation
+        for operation (the cosine of the site's latitude is worked out once, not per call)."""
         min_lat, max_lat, min_lon, max_lon = bounding_box(lat, lon, radius_km)
+        band = self._band[bisect.bisect_left(self._lats, min_lat) : bisect.bisect_right(self._lats, max_lat)]
+        cos_lat = math.cos(math.radians(lat))
+        sin, radians, asin, sqrt = math.sin, math.radians, math.asin, math.sqrt
+        ids = self.ids
         found = []
-        band = self._by_lat[bisect.bisect_left(self._lats, min_lat) : bisect.bisect_right(self._lats, max_lat)]
-        for i in band:
-            s = self.sites[i]
-            if min_lon <= s.lon <= max_lon:
-                d = distance_km(lat, lon, s.lat, s.lon)
+        for i, site_lat, site_lon, cos_site_lat in band:
+            if min_lon <= site_lon <= max_lon:
+                a = (
+                    sin(radians(site_lat - lat) / 2) ** 2
+                    + cos_lat * cos_site_lat * sin(radians(site_lon - lon) / 2) ** 2
+                )
+                d = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a)))
                 if d <= radius_km:
-                    found.append((d, s.location_id, i))
+                    found.append((d, ids[i], i))
+        if not found:
+            return []
         found.sort()
         shown = sorted((round(d, 3), location_id, i) for d, location_id, i in found[:limit])
         return [(i, d) for d, _, i in shown]

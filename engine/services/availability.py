@@ -58,7 +58,7 @@ LOOKUPS = Counter(
 _HIT, _MISS, _BYPASS = (LOOKUPS.labels(result) for result in ("hit", "miss", "bypass"))
 
 
-class PickupOption(msgspec.Struct, kw_only=True):
+class PickupOption(msgspec.Struct, kw_only=True, gc=False):  # holds no containers: no cycles
     location_id: str
     available: int
     distance_km: float
@@ -208,6 +208,7 @@ class AvailabilityView:
                 if not r["expired"] and r["published_through"] >= head and sites is self.sites:
                     self.cache.put(token, r["sku"], entry)
         near = sites.near(lat, lon, radius_km, pickup_limit) if lat is not None and lon is not None else []
+        shown = [(i, sites.ids[i], d, sites.sites[i].curbside) for i, d in near]
         items = []
         for sku in order:
             entry = entries[sku]
@@ -217,13 +218,8 @@ class AvailabilityView:
                     sku=sku,
                     ship_available=entry.ship,
                     pickup=[
-                        PickupOption(
-                            location_id=sites.sites[i].location_id,
-                            available=pickup[i],
-                            distance_km=d,
-                            curbside=sites.sites[i].curbside,
-                        )
-                        for i, d in near
+                        PickupOption(location_id=location_id, available=pickup[i], distance_km=d, curbside=curbside)
+                        for i, location_id, d, curbside in shown
                     ],
                 )
             )

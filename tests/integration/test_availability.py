@@ -79,3 +79,35 @@ async def test_an_unknown_sku_is_a_422_naming_it(client):
     r = await client.get("/v1/availability", params={"sku": ["SKU-A", "NOPE"]}, headers=ADMIN)
     assert r.status_code == 422
     assert "NOPE" in r.json()["errors"][0]["message"]
+
+
+async def test_the_query_is_read_as_a_browser_encodes_it(client):
+    """GET reads its own query string (api.query.values): percent-escapes and `+` decode as
+    Litestar would decode them, and an empty part or a trailing `&` is no parameter."""
+    await build_network(client)
+    await receive(client, "SKU-A", "STORE-NYC", 5)
+    plain = await client.get(
+        "/v1/availability", params={"sku": ["SKU-A", "SKU-B"], "radius_km": 50, **NYC}, headers=ADMIN
+    )
+    assert plain.status_code == 200, plain.text
+    encoded = await client.get(
+        "/v1/availability?sku=SKU%2DA&&sku=SKU-%42&lat=40.7128&lon=%2D74.0060&radius_km=5%30&", headers=ADMIN
+    )
+    assert encoded.status_code == 200, encoded.text
+    assert encoded.json() == plain.json()
+
+
+async def test_a_bad_query_value_is_a_400_naming_the_parameter(client):
+    await build_network(client)
+    for query, field in (
+        ("sku=SKU-A&lat=&lon=1", "lat"),
+        ("sku=SKU-A&radius_km=far", "radius_km"),
+        ("sku=SKU-A&pickup_limit=2.5", "pickup_limit"),
+        ("sku=SKU-A&lat=nan&lon=1", "lat"),
+        ("sku=SKU%20A", "sku[0]"),
+        ("sku=SKU-A&sku=SKU+B", "sku[1]"),  # "+" is a space
+    ):
+        r = await client.get(f"/v1/availability?{query}", headers=ADMIN)
+        assert r.status_code == 400, (query, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in r.json()["errors"]] == [field], (query, r.json())
