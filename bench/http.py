@@ -20,6 +20,12 @@ For every --workers value the service runs as `omniroute serve --workers N`; for
                  The consumer is not the load generator, as a real one is not: inside the
                  generator's busy event loop, that loop's own delay would count as delivery
                  (`generator lag p99` reports it: how late the generator wakes a 5 ms sleep).
+                 The consumer's process also runs the commit probe: every 20 ms an
+                 autocommit UPDATE of one position's safety stock, straight to the
+                 database, and a second stream following that position. PostgreSQL commits
+                 before it answers, so sent-to-event is commit-to-delivery plus at most the
+                 write's own round trip (`probe write p99`): the measure of the goal, its
+                 events passing through the same publisher, tail and streams under the load.
 
 A pair (hold + release) is one operation: rps counts pairs, p50/p99 are per pair. At the
 end the ledger of every position is re-summed: drift must be 0.
@@ -106,12 +112,49 @@ async def reserve_ceiling(url: str, positions: list[resv.Position], clients: int
         await pool.close()
 
 
-def _consume(port: int, ready: Event, stop: Event, out: Connection) -> None:
-    """In a process of its own: follow /v1/events?kind=reservation until `stop`, then send
-    back (reservation_id, received, created_at) for each hold's `active` event."""
+class _StockEvent(msgspec.Struct):
+    safety_stock: int | None
 
-    async def follow() -> list[tuple[str, float, float]]:
+
+_stock_event = msgspec.json.Decoder(_StockEvent)
+PROBE_EVERY = 0.02  # seconds between probe writes
+PROBE_CYCLE = 100  # safety-stock values the probe cycles through (2 s of writes: no mix-up)
+
+
+async def _probe_position(url: str) -> tuple[str, str, int | None]:
+    """A position with stock to spare: the probe moves its safety stock between 1 and
+    PROBE_CYCLE, which moves `available` (one stock event each) and leaves the ledger alone."""
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT sku, location_id, safety_stock FROM stock_positions WHERE on_hand - reserved > $1 LIMIT 1",
+            PROBE_CYCLE + 10,
+        )
+    finally:
+        await conn.close()
+    if row is None:
+        raise RuntimeError("no position with stock to spare for the commit probe")
+    return row["sku"], row["location_id"], row["safety_stock"]
+
+
+def _consume(
+    port: int, url: str, probe: tuple[str, str, int | None], ready: Event, stop: Event, out: Connection
+) -> None:
+    """In a process of its own: follow /v1/events?kind=reservation until `stop`, then send
+    back (reservation_id, received, created_at) for each hold's `active` event.
+
+    Also the commit probe: every PROBE_EVERY seconds one autocommit UPDATE of the probe
+    position's safety stock, straight to the database, timed from sending it to its answer
+    (PostgreSQL commits before it answers, so the commit lies between the two), and a
+    second stream that follows that position's stock events. Its events go through the
+    same publisher, tail and streams as the holds' events, under the same load; this
+    process's loop is idle, so the two times bracket the commit closely."""
+    sku, location_id, safety = probe
+
+    async def follow() -> tuple[list[tuple[str, float, float]], list[tuple[float, float, float]]]:
         seen: list[tuple[str, float, float]] = []
+        sent: dict[int, tuple[float, float]] = {}
+        probed: list[tuple[float, float, float]] = []  # (sent, answered, received)
 
         async def read(feed: SseClient) -> None:
             async for message in feed:
@@ -122,13 +165,54 @@ def _consume(port: int, ready: Event, stop: Event, out: Connection) -> None:
                 if ev.status == "active":
                     seen.append((ev.reservation_id, message.received, env.created_at.timestamp()))
 
-        async with SseClient(port, "/v1/events?kind=reservation") as feed:
-            reader = asyncio.create_task(read(feed))
-            ready.set()
-            await asyncio.to_thread(stop.wait)
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        return seen
+        async def read_probe(feed: SseClient) -> None:
+            async for message in feed:
+                if message.data is None or message.event != "stock":
+                    continue
+                value = _stock_event.decode(envelope(message).payload).safety_stock
+                if value in sent:
+                    probed.append((*sent.pop(value), message.received))
+
+        async def write_probe(conn: asyncpg.Connection) -> None:
+            i = 0
+            while True:
+                value = 1 + i % PROBE_CYCLE
+                t0 = time.time()
+                await conn.execute(
+                    "UPDATE stock_positions SET safety_stock = $3 WHERE sku = $1 AND location_id = $2",
+                    sku,
+                    location_id,
+                    value,
+                )
+                sent[value] = (t0, time.time())
+                i += 1
+                await asyncio.sleep(PROBE_EVERY)
+
+        conn = await asyncpg.connect(url)
+        try:
+            async with (
+                SseClient(port, "/v1/events?kind=reservation") as feed,
+                SseClient(port, f"/v1/events?kind=stock&sku={sku}&location_id={location_id}") as probe_feed,
+            ):
+                tasks = [
+                    asyncio.create_task(read(feed)),
+                    asyncio.create_task(read_probe(probe_feed)),
+                    asyncio.create_task(write_probe(conn)),
+                ]
+                ready.set()
+                await asyncio.to_thread(stop.wait)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await conn.execute(
+                "UPDATE stock_positions SET safety_stock = $3 WHERE sku = $1 AND location_id = $2",
+                sku,
+                location_id,
+                safety,
+            )
+        finally:
+            await conn.close()
+        return seen, probed
 
     out.send(asyncio.run(follow()))
 
@@ -141,7 +225,9 @@ async def _loop_lag(samples: list[float], tick: float = 0.005) -> None:
         samples.append((time.perf_counter() - t - tick) * 1000)
 
 
-async def reserve_http(port: int, positions: list[resv.Position], clients: int, seconds: float) -> tuple[dict, dict]:
+async def reserve_http(
+    port: int, url: str, positions: list[resv.Position], clients: int, seconds: float
+) -> tuple[dict, dict]:
     """Hold + release pairs over HTTP, and the feed's delivery of each hold's event to a
     consumer in a process of its own (as a real consumer is: inside this busy load
     generator, its own event-loop delay would be counted as delivery; it is reported apart)."""
@@ -169,7 +255,8 @@ async def reserve_http(port: int, positions: list[resv.Position], clients: int, 
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     receive, send = ctx.Pipe(duplex=False)
-    consumer = ctx.Process(target=_consume, args=(port, ready, stop, send), daemon=True)
+    probe = await _probe_position(url)
+    consumer = ctx.Process(target=_consume, args=(port, url, probe, ready, stop, send), daemon=True)
     consumer.start()
     lag: list[float] = []
     try:
@@ -178,17 +265,20 @@ async def reserve_http(port: int, positions: list[resv.Position], clients: int, 
         await run_load(clients, 2, worker)
         measuring = True
         ticker = asyncio.create_task(_loop_lag(lag))
+        began = time.time()
         result = await run_load(clients, seconds, worker)
+        ended = time.time()
         measuring = False
         ticker.cancel()
         await asyncio.sleep(1.0)  # the last events of the run
         stop.set()
-        seen = await asyncio.to_thread(receive.recv)
+        seen, probed = await asyncio.to_thread(receive.recv)
     finally:
         stop.set()
         await asyncio.to_thread(consumer.join, 30)
         for c in conns:
             await c.close()
+    probed = [p for p in probed if began <= p[0] and p[1] <= ended]  # written while the load ran
     lower: list[float] = []
     upper: list[float] = []
     for rid, received, created in seen:
@@ -204,6 +294,10 @@ async def reserve_http(port: int, positions: list[resv.Position], clients: int, 
         "created_at->event p50": _pct(upper, 50),
         "created_at->event p99": _pct(upper, 99),
         "generator lag p99": _pct(lag, 99),
+        "probes": len(probed),
+        "probe commit->event p50": _pct([(received - t0) * 1000 for t0, _, received in probed], 50),
+        "probe commit->event p99": _pct([(received - t0) * 1000 for t0, _, received in probed], 99),
+        "probe write p99": _pct([(t1 - t0) * 1000 for t0, t1, _ in probed], 99),
     }
     return result, delivery
 
@@ -238,7 +332,7 @@ def main() -> None:
                     rows.append(_row("availability", "SQL (ceiling)", workers, clients, ceil, ceil))
                     rows.append(_row("availability", "HTTP GET", workers, clients, res, ceil))
                     ceil = asyncio.run(reserve_ceiling(url, positions, clients, args.seconds))
-                    res, delivery = asyncio.run(reserve_http(svc.port, positions, clients, args.seconds))
+                    res, delivery = asyncio.run(reserve_http(svc.port, url, positions, clients, args.seconds))
                     rows.append(_row("hold+release", "service calls (ceiling)", workers, clients, ceil, ceil))
                     rows.append(_row("hold+release", "HTTP POST x2", workers, clients, res, ceil))
                     deliveries.append({"workers": workers, "clients": clients, **delivery})

@@ -161,11 +161,17 @@ class Feed:
                 loop = asyncio.get_running_loop()
                 last_event = loop.time()
                 while not self._stop.is_set():
-                    published, head = await store.publish(conn, PUBLISH_BATCH)
+                    batch = await store.publish(conn, PUBLISH_BATCH)
+                    published = len(batch.events)
                     if published:
                         last_event = loop.time()
                         PUBLISHED.inc(published)
-                        if head > self.head:
+                        if self._live and batch.previous == self.head:
+                            # The batch is exactly what follows this process's tail: hand it
+                            # over now, without the NOTIFY and a read back (one round trip
+                            # and two event-loop turns less between commit and stream).
+                            self._append(batch.events, batch.head)
+                        elif batch.head > self.head:
                             self._dirty.set()  # this process's tail need not wait for the NOTIFY
                     if published < PUBLISH_BATCH:
                         idle = loop.time() - last_event > IDLE_AFTER
@@ -216,24 +222,10 @@ class Feed:
         moved = False
         while True:
             page = await store.page(conn, self.head, limit=REFRESH_BATCH, upto=MAX_SEQ)
-            if page.events:
-                for listener in self.listeners:
-                    listener(page.events)
-                now = time.time()
-                for event in page.events:
-                    FOLLOW_LAG.observe(max(0.0, now - event.created_at.timestamp()))
-                self._seqs.extend(e.seq for e in page.events)
-                self._items.extend(_wrap(e) for e in page.events)
-            if page.scanned_through > self.head:
-                self.head = page.scanned_through
-                moved = True
+            moved = self._take(page.events, page.scanned_through) or moved
             if len(page.events) < REFRESH_BATCH:
                 break
-        excess = len(self._seqs) - self._tail_size
-        if excess > self._tail_size // 4:  # trim in chunks, not on every refresh
-            self._tail_from = self._seqs[excess - 1]
-            del self._seqs[:excess]
-            del self._items[:excess]
+        self._trim()
         if page.purged_through > self._tail_from:
             # Follow the purge, so that every process answers an old cursor alike (410).
             gone = bisect.bisect_right(self._seqs, page.purged_through)
@@ -243,6 +235,39 @@ class Feed:
         self.synced_at = began
         if moved:
             self._notify()
+
+    def _take(self, events: list[store.Event], through: int) -> bool:
+        """Add `events` (every published event with seq in (head, through], in order) to the
+        tail and tell the listeners. Events at or below `head` are skipped: a refresh may
+        have read, in a snapshot taken before the publisher's hand-off, what that hand-off
+        brought meanwhile. Returns whether `head` moved."""
+        if events and events[0].seq <= self.head:
+            events = [e for e in events if e.seq > self.head]
+        if events:
+            for listener in self.listeners:
+                listener(events)
+            now = time.time()
+            for event in events:
+                FOLLOW_LAG.observe(max(0.0, now - event.created_at.timestamp()))
+            self._seqs.extend(e.seq for e in events)
+            self._items.extend(_wrap(e) for e in events)
+        if through > self.head:
+            self.head = through
+            return True
+        return False
+
+    def _append(self, events: list[store.Event], through: int) -> None:
+        """The publisher's hand-off: its batch, which continues this process's tail."""
+        if self._take(events, through):
+            self._trim()
+            self._notify()
+
+    def _trim(self) -> None:
+        excess = len(self._seqs) - self._tail_size
+        if excess > self._tail_size // 4:  # trim in chunks, not on every refresh
+            self._tail_from = self._seqs[excess - 1]
+            del self._seqs[:excess]
+            del self._items[:excess]
 
     def synced_within(self, seconds: float) -> bool:
         """The tail holds every event published up to `seconds` ago (listeners heard them)."""

@@ -125,16 +125,16 @@ def _raise_shortage(shortages: list[dict]) -> None:
 
 async def get(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID) -> ReservationOut:
     async with pool.acquire() as conn:
-        res = rules.require_access(caller, await store.get(conn, reservation_id), reservation_id)
-        return _out(res, await store.now(conn))
+        found, now = await store.get(conn, reservation_id)
+        return _out(rules.require_access(caller, found, reservation_id), now)
 
 
 async def commit(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem_key: str | None) -> tuple[int, bytes]:
     """Held units become a sale: on_hand and reserved both drop. Expired: 409."""
 
     async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
-        res = rules.require_access(caller, await store.get(conn, reservation_id, lock=True), reservation_id)
-        now = await store.now(conn)
+        found, now = await store.get(conn, reservation_id, lock=True)
+        res = rules.require_access(caller, found, reservation_id)
         rules.require_active(res, now, "commit")
         moved = await store.finish(conn, reservation_id, status=Status.COMMITTED, actor=caller.key_id)
         if moved != len(res.lines):
@@ -158,8 +158,8 @@ async def release(pool: asyncpg.Pool, caller: Caller, reservation_id: UUID, idem
     """Give the held units back. Releasing a released or expired hold changes nothing."""
 
     async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
-        res = rules.require_access(caller, await store.get(conn, reservation_id, lock=True), reservation_id)
-        now = await store.now(conn)
+        found, now = await store.get(conn, reservation_id, lock=True)
+        res = rules.require_access(caller, found, reservation_id)
         if rules.release_is_noop(res, now):
             return 200, _out(res, now)
         final = Status.EXPIRED if res.status_at(now) is Status.EXPIRED else Status.RELEASED
@@ -181,8 +181,8 @@ async def extend(
     """New expiry = now + ttl_seconds (at most 7 days). Only an active hold can be extended."""
 
     async def work(conn: asyncpg.Connection) -> tuple[int, ReservationOut]:
-        res = rules.require_access(caller, await store.get(conn, reservation_id, lock=True), reservation_id)
-        now = await store.now(conn)
+        found, now = await store.get(conn, reservation_id, lock=True)
+        res = rules.require_access(caller, found, reservation_id)
         rules.require_active(res, now, "extend")
         expires_at = rules.expiry(now, ttl_seconds)
         if await store.extend(conn, reservation_id, expires_at) != len(res.lines):

@@ -53,38 +53,73 @@ async def record(conn: asyncpg.Connection, events: list[tuple[str, str | None, s
     )
 
 
-async def publish(conn: asyncpg.Connection, limit: int) -> tuple[int, int]:
+class Published(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `publish` call numbered: `events` in seq order, every event published with
+    seq in (previous, head]; `previous` is the feed's high-water mark before the call."""
+
+    events: list[Event]
+    previous: int
+    head: int
+
+
+def _event(r: asyncpg.Record) -> Event:
+    return Event(
+        seq=r["seq"],
+        kind=r["kind"],
+        sku=r["sku"],
+        location_id=r["location_id"],
+        created_at=r["created_at"],
+        payload=msgspec.Raw(r["payload"].encode()),
+    )
+
+
+async def publish(conn: asyncpg.Connection, limit: int) -> Published:
     """Number up to `limit` committed, unpublished events in event_id order, in one statement
-    (its own transaction). Returns (events published, highest seq published so far).
+    (its own transaction), and return them, so that the publisher's own process holds them
+    without reading them back.
 
     Correct only while one connection at a time calls it (the publisher's advisory lock):
     each call starts after the previous one committed, so it hands out larger numbers than
     every event already visible. When it numbers anything it sends ONE notification with
     the new high-water mark, delivered at its commit.
     """
-    row = await conn.fetchrow(
-        """WITH todo AS (
+    rows = await conn.fetch(
+        """WITH before AS (
+               SELECT published_through FROM event_feed
+           ),
+           todo AS (
                SELECT event_id, nextval('event_seq') AS seq
                FROM (SELECT event_id FROM events WHERE seq IS NULL ORDER BY event_id LIMIT $1) oldest
            ),
            done AS (
                UPDATE events e SET seq = t.seq, published_at = clock_timestamp()
                FROM todo t WHERE e.event_id = t.event_id
-               RETURNING e.seq
+               RETURNING e.seq, e.kind, e.sku, e.location_id, e.created_at, e.payload
            ),
            feed AS (
                UPDATE event_feed SET published_through = (SELECT max(seq) FROM done)
                WHERE EXISTS (SELECT 1 FROM done)
                RETURNING published_through
+           ),
+           notified AS (
+               SELECT pg_notify($2, (SELECT published_through FROM feed)::text) AS sent
+               WHERE EXISTS (SELECT 1 FROM done)
            )
-           SELECT count(*) AS n,
-                  coalesce((SELECT published_through FROM feed), (SELECT published_through FROM event_feed)) AS head,
-                  CASE WHEN count(*) > 0 THEN pg_notify($2, (SELECT published_through FROM feed)::text) END AS notified
-           FROM done""",
+           SELECT b.published_through AS previous,
+                  coalesce((SELECT published_through FROM feed), b.published_through) AS head,
+                  (SELECT count(*) FROM notified) AS notified,
+                  d.seq, d.kind, d.sku, d.location_id, d.created_at, d.payload::text AS payload
+           FROM before b LEFT JOIN done d ON true
+           ORDER BY d.seq""",
         limit,
         CHANNEL,
     )
-    return row["n"], row["head"]
+    first = rows[0]
+    return Published(
+        events=[_event(r) for r in rows if r["seq"] is not None],
+        previous=first["previous"],
+        head=first["head"],
+    )
 
 
 async def bounds(conn: asyncpg.Connection) -> tuple[int, int]:
@@ -129,18 +164,7 @@ async def page(
     """
     rows = await conn.fetch(_PAGE_SQL, limit, after, upto, kinds, skus, locations)
     head = rows[0]
-    events = [
-        Event(
-            seq=r["seq"],
-            kind=r["kind"],
-            sku=r["sku"],
-            location_id=r["location_id"],
-            created_at=r["created_at"],
-            payload=msgspec.Raw(r["payload"].encode()),
-        )
-        for r in rows
-        if r["seq"] is not None
-    ]
+    events = [_event(r) for r in rows if r["seq"] is not None]
     scanned = events[-1].seq if len(events) == limit else max(after, head["window_end"])
     return Page(
         events=events,

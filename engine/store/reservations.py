@@ -49,27 +49,40 @@ async def reserve(
     return row["created_at"], row["expires_at"]
 
 
-async def get(conn: asyncpg.Connection, reservation_id: UUID, *, lock: bool = False) -> Reservation | None:
-    header = await conn.fetchrow(
-        "SELECT reservation_id, owner, reference, status, expires_at, created_at FROM reservations "
-        "WHERE reservation_id = $1" + (" FOR UPDATE" if lock else ""),
+async def get(
+    conn: asyncpg.Connection, reservation_id: UUID, *, lock: bool = False
+) -> tuple[Reservation | None, datetime]:
+    """The reservation (None if there is none) and the database clock, `now()`, by which
+    expiry is judged: one statement, one round trip. `lock` takes the reservation's row lock
+    first (FOR UPDATE, waiting out a writer and reading its committed row); its lines are
+    fixed once written, apart from their state, which is not read here."""
+    rows = await conn.fetch(
+        """SELECT now() AS now, r.reservation_id, r.owner, r.reference, r.status, r.expires_at, r.created_at,
+                  l.sku, l.location_id, l.quantity
+           FROM (SELECT 1) one
+           LEFT JOIN LATERAL (
+               SELECT reservation_id, owner, reference, status, expires_at, created_at FROM reservations
+               WHERE reservation_id = $1"""
+        + (" FOR UPDATE" if lock else "")
+        + """
+           ) r ON true
+           LEFT JOIN reservation_lines l ON l.reservation_id = r.reservation_id
+           ORDER BY l.sku, l.location_id""",
         reservation_id,
     )
-    if header is None:
-        return None
-    lines = await conn.fetch(
-        "SELECT sku, location_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku, location_id",
-        reservation_id,
-    )
-    return Reservation(
+    header = rows[0]
+    if header["reservation_id"] is None:
+        return None, header["now"]
+    reservation = Reservation(
         reservation_id=header["reservation_id"],
         owner=header["owner"],
         reference=header["reference"],
         status=Status(header["status"]),
         expires_at=header["expires_at"],
         created_at=header["created_at"],
-        lines=[Line(sku=r["sku"], location_id=r["location_id"], quantity=r["quantity"]) for r in lines],
+        lines=[Line(sku=r["sku"], location_id=r["location_id"], quantity=r["quantity"]) for r in rows],
     )
+    return reservation, header["now"]
 
 
 async def finish(conn: asyncpg.Connection, reservation_id: UUID, *, status: Status, actor: str) -> int:
@@ -128,11 +141,6 @@ async def extend(conn: asyncpg.Connection, reservation_id: UUID, expires_at: dat
 async def release_expired(conn: asyncpg.Connection, limit: int) -> int:
     """Release up to `limit` expired lines anywhere; returns how many."""
     return await conn.fetchval("SELECT omniroute_release_expired(NULL, NULL, $1)", limit)
-
-
-async def now(conn: asyncpg.Connection) -> datetime:
-    """The database clock: expiry is judged by it everywhere, never by a host clock."""
-    return await conn.fetchval("SELECT now()")
 
 
 class BatchItem(msgspec.Struct, frozen=True, kw_only=True):
