@@ -2,29 +2,47 @@
 same SQL issued directly with asyncpg at the same concurrency (the ceiling).
 
     uv run --extra dev python -m bench.availability [--size large] [--clients 32] [--seconds 20]
+                                                    [--write-rate 50]
 
 Baskets draw SKUs by the network's Zipf-like popularity and shoppers from the 99 metros by
 population (seeded), with a 50 km pickup radius.
+
+Read-only first; then mixed: the same reads while WRITERS clients hold and release one unit
+of the SKUs the baskets ask for (each as often as the baskets ask for it), paced to
+--write-rate hold+release pairs a second in all, through the service for the HTTP rows and
+through the service's own calls on an asyncpg pool for the ceiling. Every write changes the
+SKU's availability, so the service's view must drop it and read it again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import csv
 import itertools
+import json
 import os
 import random
+import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
+from uuid import UUID
 
 import asyncpg
 
+from bench import reservations as resv
 from bench.common import RawClient, Service, database, run_load, table
 from engine.config import FIXTURES_DIR
 from engine.core.geo import bounding_box
+from engine.core.model import Caller, Role
+from engine.core.reservations import Line
+from engine.services import reservations
 from engine.services.reservations import sweep_expired
 from engine.store import availability as store
 from engine.store.db import create_pool
+
+JSON = "Content-Type: application/json\r\n"
 
 
 def baskets(n: int, n_skus: int, seed: int = 42) -> list[dict]:
@@ -63,8 +81,77 @@ async def settle(url: str) -> int:
         await pool.close()
 
 
-async def sql_ceiling(url: str, reqs: list[dict], clients: int, seconds: float) -> dict:
+WRITERS = 8
+TTL = 120
+
+
+class Writes:
+    """Hold+release pairs on the baskets' SKUs, paced to `rate` pairs a second over `writers`
+    loops, while `run` lasts. `pair(w, position)` makes one for loop `w` (by whatever path)."""
+
+    def __init__(self, positions: list[resv.Position], rate: float, writers: int = WRITERS) -> None:
+        self.positions = positions
+        self.rate = rate
+        self.writers = writers
+        self.done = 0
+
+    async def run(self, pair: Callable[[int, resv.Position], Awaitable[None]], seconds: float) -> None:
+        interval = self.writers / self.rate
+        start = time.perf_counter()
+
+        async def loop(w: int) -> None:
+            k = 0
+            while True:
+                due = start + (k + w / self.writers) * interval
+                if due - start >= seconds:
+                    return
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                await pair(w, self.positions[(w * 7919 + k) % len(self.positions)])
+                self.done += 1
+                k += 1
+
+        await asyncio.gather(*(loop(w) for w in range(self.writers)))
+
+
+async def writer_positions(url: str, reqs: list[dict], seed: int = 7) -> list[resv.Position]:
+    """For every SKU the baskets ask for, as often as they ask for it, one location with
+    stock to hold there."""
+    asked = collections.Counter(s for q in reqs for s in q["skus"])
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            """SELECT DISTINCT ON (sku) sku, location_id FROM stock_positions
+               WHERE sku = ANY($1) AND on_hand - reserved > 10 ORDER BY sku, location_id""",
+            list(asked),
+        )
+    finally:
+        await conn.close()
+    positions = [(r["sku"], r["location_id"]) for r in rows for _ in range(asked[r["sku"]])]
+    random.Random(seed).shuffle(positions)
+    return positions
+
+
+async def _measure(
+    clients: int, seconds: float, worker: Callable, writes: Writes | None, pair: Callable | None
+) -> dict:
+    """Warm-up, then the measurement; the writes (if any) run through both."""
+    if writes is None:
+        await run_load(clients, 2, worker)
+        return await run_load(clients, seconds, worker)
+    writing = asyncio.create_task(writes.run(pair, seconds + 2.5))
+    await run_load(clients, 2, worker)
+    before = writes.done
+    began = time.perf_counter()
+    result = await run_load(clients, seconds, worker)
+    result["writes/s"] = (writes.done - before) / (time.perf_counter() - began)
+    await writing
+    return result
+
+
+async def sql_ceiling(url: str, reqs: list[dict], clients: int, seconds: float, writes: Writes | None = None) -> dict:
     pool = await asyncpg.create_pool(url, min_size=clients, max_size=clients)
+    write_pool = await create_pool(url, min_size=1, max_size=WRITERS) if writes else None
+    caller = Caller(key_id="bench-writer", role=Role.ADMIN)
 
     def worker(cid: int):
         async def call(i: int) -> None:
@@ -77,19 +164,50 @@ async def sql_ceiling(url: str, reqs: list[dict], clients: int, seconds: float) 
 
         return call
 
-    await run_load(clients, 2, worker)  # warm-up
-    result = await run_load(clients, seconds, worker)
-    await pool.close()
-    return result
+    async def pair(_w: int, pos: resv.Position) -> None:
+        _, body = await reservations.create(
+            write_pool,
+            caller,
+            [Line(sku=pos[0], location_id=pos[1], quantity=1)],
+            ttl_seconds=TTL,
+            reference=None,
+            idem_key=None,
+        )
+        await reservations.release(write_pool, caller, UUID(json.loads(body)["reservation_id"]), None)
+
+    try:
+        return await _measure(clients, seconds, worker, writes, pair)
+    finally:
+        await pool.close()
+        if write_pool is not None:
+            await write_pool.close()
 
 
-async def http(port: int, reqs: list[dict], clients: int, seconds: float) -> dict:
+async def _view_lookups(port: int) -> collections.Counter:
+    """The service's availability-view lookups so far, by result (one process's)."""
+    client = RawClient(port)
+    try:
+        _, text = await client.request("GET", "/metrics")
+    finally:
+        await client.close()
+    counts: collections.Counter = collections.Counter()
+    for line in text.decode().splitlines():
+        if line.startswith("omniroute_availability_cache_lookups_total{"):
+            result = line.split('result="', 1)[1].split('"', 1)[0]
+            counts[result] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def http(
+    port: int, reqs: list[dict], clients: int, seconds: float, writes: Writes | None = None, *, workers: int = 1
+) -> dict:
     targets = [
         "/v1/availability?"
         + urlencode([("sku", s) for s in q["skus"]] + [("lat", q["lat"]), ("lon", q["lon"]), ("radius_km", 50)])
         for q in reqs
     ]
     conns = [RawClient(port) for _ in range(clients)]
+    writer_conns = [RawClient(port) for _ in range(WRITERS)] if writes else []
 
     def worker(cid: int):
         async def call(i: int) -> None:
@@ -99,13 +217,27 @@ async def http(port: int, reqs: list[dict], clients: int, seconds: float) -> dic
 
         return call
 
+    async def pair(w: int, pos: resv.Position) -> None:
+        conn = writer_conns[w]
+        status, body = await conn.request("POST", "/v1/reservations", resv.body(pos, TTL), JSON)
+        if status != 201:
+            raise RuntimeError(f"POST /v1/reservations answered {status}: {body[:300]!r}")
+        rid = json.loads(body)["reservation_id"]
+        status, body = await conn.request("POST", f"/v1/reservations/{rid}/release")
+        if status != 200:
+            raise RuntimeError(f"release answered {status}: {body[:300]!r}")
+
     # Every basket once, then 2 s: the service's availability view is warm, as it is in a
     # service that has been up for a while (its misses after that are reported apart).
     for i in range(0, len(targets), clients):
         await asyncio.gather(*(conns[j].request("GET", t) for j, t in enumerate(targets[i : i + clients])))
-    await run_load(clients, 2, worker)
-    result = await run_load(clients, seconds, worker)
-    for c in conns:
+    before = await _view_lookups(port)
+    result = await _measure(clients, seconds, worker, writes, pair)
+    if workers == 1:  # with more, /metrics answers for whichever process takes the request
+        after = await _view_lookups(port)
+        hits, total = after["hit"] - before["hit"], sum(after.values()) - sum(before.values())
+        result["view hits"] = f"{hits / total:.1%}" if total else ""
+    for c in conns + writer_conns:
         await c.close()
     return result
 
@@ -116,25 +248,37 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--write-rate", type=float, default=50, help="hold+release pairs/s when mixed (0: skip)")
     args = ap.parse_args()
 
     url, pg = database(args.size)
     n_skus = 50_000 if args.size == "large" else 2_000
     reqs = baskets(5_000, n_skus)
-    rows = []
+    rows, mixed = [], []
     try:
         swept = asyncio.run(settle(url))
         if swept:
             print(f"released {swept} expired holds before measuring")
         ceiling = asyncio.run(sql_ceiling(url, reqs, args.clients, args.seconds))
         rows.append({"path": "asyncpg, same SQL (ceiling)", **ceiling, "ratio": 1.0})
+        writes = None
+        if args.write_rate > 0:
+            positions = asyncio.run(writer_positions(url, reqs))
+            writes = Writes(positions, args.write_rate)
+            mixed_ceiling = asyncio.run(sql_ceiling(url, reqs, args.clients, args.seconds, writes))
+            mixed.append({"path": "asyncpg, same SQL (ceiling)", **mixed_ceiling, "ratio": 1.0})
         for workers in args.workers:
-            svc = Service(url, workers=workers, pool_max=args.clients)
+            svc = Service(url, workers=workers, pool_max=args.clients + WRITERS)
             try:
-                res = asyncio.run(http(svc.port, reqs, args.clients, args.seconds))
+                res = asyncio.run(http(svc.port, reqs, args.clients, args.seconds, workers=workers))
+                rows.append({"path": f"HTTP GET, --workers {workers}", **res, "ratio": res["rps"] / ceiling["rps"]})
+                if writes is not None:
+                    res = asyncio.run(http(svc.port, reqs, args.clients, args.seconds, writes, workers=workers))
+                    mixed.append(
+                        {"path": f"HTTP GET, --workers {workers}", **res, "ratio": res["rps"] / mixed_ceiling["rps"]}
+                    )
             finally:
                 svc.stop()
-            rows.append({"path": f"HTTP GET, --workers {workers}", **res, "ratio": res["rps"] / ceiling["rps"]})
     finally:
         if pg is not None and pg.started_by_us:
             pg.stop()
@@ -142,8 +286,15 @@ def main() -> None:
         f"\navailability, 10-SKU basket, 50 km pickup radius, {args.size} network, "
         f"{args.clients} clients, {args.seconds:.0f} s each, {os.cpu_count()} cores"
     )
-    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio"]))
+    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", "view hits"]))
     print("(rps = requests/s; p50/p99 in ms, client side; ratio = rps / ceiling rps)")
+    if mixed:
+        print(
+            f"\nmixed: the same reads while {WRITERS} writers hold and release one unit of the baskets' SKUs, "
+            f"{args.write_rate:g} pairs/s asked for"
+        )
+        print(table(mixed, ["path", "requests", "rps", "p50", "p99", "ratio", "writes/s", "view hits"]))
+        print("(view hits: SKU lookups answered from the view's memory, one worker only)")
 
 
 if __name__ == "__main__":

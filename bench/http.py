@@ -328,7 +328,7 @@ def main() -> None:
                 for clients in args.clients:
                     asyncio.run(avail.settle(url))
                     ceil = asyncio.run(avail.sql_ceiling(url, baskets, clients, args.seconds))
-                    res = asyncio.run(avail.http(svc.port, baskets, clients, args.seconds))
+                    res = asyncio.run(avail.http(svc.port, baskets, clients, args.seconds, workers=workers))
                     rows.append(_row("availability", "SQL (ceiling)", workers, clients, ceil, ceil))
                     rows.append(_row("availability", "HTTP GET", workers, clients, res, ceil))
                     ceil = asyncio.run(reserve_ceiling(url, positions, clients, args.seconds))

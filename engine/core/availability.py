@@ -138,9 +138,14 @@ class Cache:
         """Take before reading the database for a fill; give to `put`."""
         return self._clock
 
+    def unchanged_since(self, token: int, sku: str) -> bool:
+        """No change to `sku` (and no flush) came after `token`: a read begun at `token`
+        still reflects every change this cache has heard of."""
+        return token >= self._barrier and self._touched.get(sku, -1) < token + 1
+
     def put(self, token: int, sku: str, entry: Entry) -> bool:
         """Keep `entry` unless a change it may not reflect came after `token`."""
-        if token < self._barrier or self._touched.get(sku, -1) >= token + 1:
+        if not self.unchanged_since(token, sku):
             return False
         self._entries[sku] = entry
         self._entries.move_to_end(sku)

@@ -110,6 +110,9 @@ class AvailabilityView:
         self._task: asyncio.Task | None = None
         self._sites_changed = asyncio.Event()
         self._sites_version = 0  # moves on every local location write
+        # SKU -> (token, future of its entry) of the fill under way: a request that misses
+        # the same SKU meanwhile waits for that fill instead of reading the SKU again.
+        self._filling: dict[str, tuple[int, asyncio.Future[Entry | None]]] = {}
 
     async def start(self) -> None:
         self.feed.listeners.append(self._on_events)
@@ -195,18 +198,7 @@ class AvailabilityView:
         _HIT.inc(len(entries))
         if missing:
             _MISS.inc(len(missing))
-            token, head = self.cache.token(), self.feed.head
-            rows = await self.reads.run(lambda conn: store.fill(conn, missing, sites.ids))
-            unknown = [r["sku"] for r in rows if not r["known"]]
-            if unknown:
-                raise _unknown(unknown)
-            for r in rows:
-                expires_in = r["expires_in"]
-                until = math.inf if expires_in is None else now + expires_in
-                entry = Entry.sparse(r["ship"], len(sites.ids), r["sites"], r["available"], until)
-                entries[r["sku"]] = entry
-                if not r["expired"] and r["published_through"] >= head and sites is self.sites:
-                    self.cache.put(token, r["sku"], entry)
+            await self._fill(missing, sites, now, entries)
         near = sites.near(lat, lon, radius_km, pickup_limit) if lat is not None and lon is not None else []
         shown = [(i, sites.ids[i], d, sites.sites[i].curbside) for i, d in near]
         items = []
@@ -224,6 +216,58 @@ class AvailabilityView:
                 )
             )
         return AvailabilityResult(items=items)
+
+    async def _fill(self, missing: list[str], sites: Sites, now: float, entries: dict[str, Entry]) -> None:
+        """Read the `missing` SKUs into `entries` (and keep what may be kept). A SKU another
+        request is reading already is not read twice: this one waits for that read, provided
+        no change to the SKU came after that read began (else its answer could predate a
+        write whose writer has already answered; such a SKU is read again)."""
+        joined: dict[str, asyncio.Future[Entry | None]] = {}
+        mine = []
+        for sku in missing:
+            filling = self._filling.get(sku)
+            if filling is not None and self.cache.unchanged_since(filling[0], sku):
+                joined[sku] = filling[1]
+            else:
+                mine.append(sku)
+        if mine:
+            await self._read(mine, sites, now, entries)
+        if joined:
+            retry = []
+            for sku, future in joined.items():
+                entry = await asyncio.shield(future)  # our cancellation must not cancel the shared read
+                if entry is None:  # that read failed, or found no such SKU: read it ourselves
+                    retry.append(sku)
+                else:
+                    entries[sku] = entry
+            if retry:
+                await self._read(retry, sites, now, entries)
+
+    async def _read(self, skus: list[str], sites: Sites, now: float, entries: dict[str, Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        token, head = self.cache.token(), self.feed.head
+        futures = {sku: loop.create_future() for sku in skus}
+        for sku, future in futures.items():
+            self._filling[sku] = (token, future)
+        try:
+            rows = await self.reads.run(lambda conn: store.fill(conn, skus, sites.ids))
+            unknown = [r["sku"] for r in rows if not r["known"]]
+            if unknown:
+                raise _unknown(unknown)
+            for r in rows:
+                expires_in = r["expires_in"]
+                until = math.inf if expires_in is None else now + expires_in
+                entry = Entry.sparse(r["ship"], len(sites.ids), r["sites"], r["available"], until)
+                entries[r["sku"]] = entry
+                futures[r["sku"]].set_result(entry)
+                if not r["expired"] and r["published_through"] >= head and sites is self.sites:
+                    self.cache.put(token, r["sku"], entry)
+        finally:
+            for sku, future in futures.items():
+                if not future.done():
+                    future.set_result(None)
+                if self._filling.get(sku, (None, None))[1] is future:
+                    del self._filling[sku]
 
 
 async def availability(

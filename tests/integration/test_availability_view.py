@@ -9,7 +9,9 @@ import random
 import msgspec
 from prometheus_client import REGISTRY
 
-from engine.services import fixtures
+from engine.core.model import Caller, Role
+from engine.core.reservations import Line
+from engine.services import fixtures, reservations
 from engine.services.availability import AvailabilityView, availability
 from engine.services.reads import Reads
 from tests.helpers import ADMIN, build_network, receive
@@ -237,3 +239,93 @@ async def test_an_unknown_sku_is_still_a_422_through_the_view(client):
     r = await client.get("/v1/availability", params={"sku": ["SKU-A", "NOPE"]}, headers=ADMIN)
     assert r.status_code == 422
     assert "NOPE" in r.json()["errors"][0]["message"]
+
+
+class _GatedReads:
+    """The view's database reads, counted; the first one waits for `gate` (real reads,
+    on the real database: only their timing is held)."""
+
+    def __init__(self, reads: Reads) -> None:
+        self.inner = reads
+        self.calls = 0
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def run(self, work):
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            await self.gate.wait()
+        return await self.inner.run(work)
+
+
+def _on_the_apps_loop(client, scenario):
+    """Run `scenario()` on the app's own event loop: the test client serves the app from a
+    thread of its own, so requests sent from the test cannot overlap."""
+    return client.blocking_portal.call(scenario)
+
+
+async def _ship_of(view: AvailabilityView, sku: str) -> int:
+    result = await view.answer([sku], lat=None, lon=None, radius_km=50.0, pickup_limit=20)
+    return result.items[0].ship_available
+
+
+async def test_requests_that_miss_the_same_sku_at_once_share_one_read(client, db):
+    await _ten_held_in_memory(client, db)
+    view = _view(client)
+
+    async def scenario():
+        view.cache.touch(["SKU-A"])  # forgotten: the next requests miss it
+        gated = view.reads = _GatedReads(view.reads)
+        try:
+            first = asyncio.create_task(_ship_of(view, "SKU-A"))
+            await gated.entered.wait()
+            others = [asyncio.create_task(_ship_of(view, "SKU-A")) for _ in range(4)]
+            await asyncio.sleep(0.05)  # they miss too, and wait for the first read
+            reads_while_held = gated.calls
+            gated.gate.set()
+            return reads_while_held, await asyncio.gather(first, *others), gated.calls
+        finally:
+            gated.gate.set()
+            view.reads = gated.inner
+
+    reads_while_held, ships, reads = _on_the_apps_loop(client, scenario)
+    assert reads_while_held == 1
+    assert ships == [10] * 5
+    assert reads == 1
+
+
+async def test_a_request_after_a_write_does_not_wait_for_a_read_begun_before_the_write(client, db):
+    await _ten_held_in_memory(client, db)
+    view = _view(client)
+    pool = client.app.state.pool
+    caller = Caller(key_id="test-writer", role=Role.ADMIN)
+
+    async def scenario():
+        view.cache.touch(["SKU-A"])
+        gated = view.reads = _GatedReads(view.reads)
+        try:
+            first = asyncio.create_task(_ship_of(view, "SKU-A"))
+            await gated.entered.wait()  # a read is under way (held)
+            status, _ = await reservations.create(
+                pool,
+                caller,
+                [Line(sku="SKU-A", location_id="DC-NJ", quantity=4)],
+                ttl_seconds=900,
+                reference=None,
+                idem_key=None,
+            )
+            assert status == 201  # answered: its caller may read it back now
+            # Its own read: waiting for the held one would time out here.
+            after_write = await asyncio.wait_for(_ship_of(view, "SKU-A"), 5)
+            reads = gated.calls
+            gated.gate.set()
+            return after_write, reads, await first
+        finally:
+            gated.gate.set()
+            view.reads = gated.inner
+
+    after_write, reads, first = _on_the_apps_loop(client, scenario)
+    assert after_write == 6
+    assert reads == 2  # its own read
+    assert first == 6  # the held read ran once the gate opened, after the hold

@@ -42,6 +42,19 @@ def test_a_touch_drops_the_entry_and_a_flush_drops_everything_and_refuses_fills_
     assert cache.put(cache.token(), "C", _entry(3))
 
 
+def test_a_read_stays_unchanged_until_its_sku_is_touched_or_the_cache_flushed():
+    cache = Cache(10)
+    token = cache.token()
+    assert cache.unchanged_since(token, "A") and cache.unchanged_since(token, "B")
+    cache.touch(["A"])
+    assert not cache.unchanged_since(token, "A")
+    assert cache.unchanged_since(token, "B")
+    assert cache.unchanged_since(cache.token(), "A")  # a read begun after the touch
+    later = cache.token()
+    cache.flush()
+    assert not cache.unchanged_since(later, "B")
+
+
 def test_the_least_recently_used_entry_goes_first():
     cache = Cache(2)
     cache.put(cache.token(), "A", _entry(1))
