@@ -86,34 +86,28 @@ RadiusKm = Annotated[float, Meta(gt=0, le=2_000)]
 PickupLimit = Annotated[int, Meta(ge=1, le=100)]
 
 
-def _both_or_neither(lat: float | None, lon: float | None) -> None:
-    if (lat is None) != (lon is None):
-        missing = "lon" if lon is None else "lat"
-        raise ValueError(f"{missing}: give both lat and lon, or neither")
+class _AvailabilityWhere(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where the shopper is, and how far and how many pickup stores to list."""
 
-
-class AvailabilityIn(Struct, forbid_unknown_fields=True, kw_only=True):
-    skus: AvailabilitySkus
     lat: Lat | None = None
     lon: Lon | None = None
     radius_km: RadiusKm = 50.0
     pickup_limit: PickupLimit = 20
 
     def __post_init__(self) -> None:
-        _both_or_neither(self.lat, self.lon)
+        if (self.lat is None) != (self.lon is None):
+            missing = "lon" if self.lon is None else "lat"
+            raise ValueError(f"{missing}: give both lat and lon, or neither")
 
 
-class AvailabilityQuery(Struct, forbid_unknown_fields=True, kw_only=True):
+class AvailabilityIn(_AvailabilityWhere, kw_only=True):
+    skus: AvailabilitySkus
+
+
+class AvailabilityQuery(_AvailabilityWhere, kw_only=True):
     """The query of GET /v1/availability: AvailabilityIn, with `sku` given once per SKU."""
 
     sku: Annotated[AvailabilitySkus, Meta(description="repeat for each SKU")]
-    lat: Lat | None = None
-    lon: Lon | None = None
-    radius_km: RadiusKm = 50.0
-    pickup_limit: PickupLimit = 20
-
-    def __post_init__(self) -> None:
-        _both_or_neither(self.lat, self.lon)
 
 
 class ApiKeyIn(Struct, forbid_unknown_fields=True, kw_only=True):
