@@ -112,7 +112,7 @@ async def publisher(url: str, stop: asyncio.Event) -> int:
         if not await meta.try_lock(conn, LOCKS["publish-events"]):
             raise RuntimeError("a service publishes the feed of this database: stop it first")
         while not stop.is_set():
-            n, _ = await events_store.publish(conn, 5000)
+            n = len((await events_store.publish(conn, 5000)).events)
             total += n
             if n < 5000:
                 await asyncio.sleep(0.02)

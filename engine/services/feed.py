@@ -2,9 +2,9 @@
 published feed, and its readers (long-poll pages and event streams).
 
 Publisher. Every process runs one candidate; the one holding the `publish-events`
-advisory lock numbers committed events every `publish_interval` seconds while events flow,
-and every IDLE_FACTOR times that once none came for IDLE_AFTER seconds (engine.store.events
-.publish); it sends one NOTIFY per batch that numbered anything. The lock is a session lock
+advisory lock numbers committed events (engine.store.events.publish): again at once after a
+pass that found some, else after `publish_interval` seconds, or IDLE_FACTOR times that once
+none came for IDLE_AFTER seconds. It sends one NOTIFY per batch that numbered anything. The lock is a session lock
 on the publisher's own connection: if that process dies, its connection closes, the lock is
 released and another process takes over within `ELECTION_SECONDS`.
 
@@ -173,7 +173,7 @@ class Feed:
                             self._append(batch.events, batch.head)
                         elif batch.head > self.head:
                             self._dirty.set()  # this process's tail need not wait for the NOTIFY
-                    if published < PUBLISH_BATCH:
+                    if not published:  # while a pass finds events, the next starts at once
                         idle = loop.time() - last_event > IDLE_AFTER
                         await self._sleep(self._publish_interval * (IDLE_FACTOR if idle else 1))
             except Exception:  # noqa: BLE001 - the publisher must outlive any one failure
