@@ -38,14 +38,25 @@ class Site:
         self.curbside = curbside
 
 
-def distance_km(lat: float, lon: float, site_lat: float, site_lon: float) -> float:
+def distance_km(
+    lat: float,
+    lon: float,
+    site_lat: float,
+    site_lon: float,
+    cos_lat: float | None = None,
+    cos_site_lat: float | None = None,
+) -> float:
     """The haversine distance written as engine.store.availability computes it in SQL (same
-    operations in the same order), so that both paths answer the same radius and order."""
+    operations in the same order), so that both paths answer the same radius and order.
+    `cos_lat` / `cos_site_lat`, when given, are cos(radians(lat)) / cos(radians(site_lat))
+    worked out once by the caller: the same values, so the same result."""
+    if cos_lat is None:
+        cos_lat = math.cos(math.radians(lat))
+    if cos_site_lat is None:
+        cos_site_lat = math.cos(math.radians(site_lat))
     a = (
         math.sin(math.radians(site_lat - lat) / 2) ** 2
-        + math.cos(math.radians(lat))
-        * math.cos(math.radians(site_lat))
-        * math.sin(math.radians(site_lon - lon) / 2) ** 2
+        + cos_lat * cos_site_lat * math.sin(math.radians(site_lon - lon) / 2) ** 2
     )
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
@@ -66,21 +77,15 @@ class Sites:
     def near(self, lat: float, lon: float, radius_km: float, limit: int) -> list[tuple[int, float]]:
         """(site index, distance rounded to metres) of the nearest `limit` sites within
         `radius_km`, as the SQL path picks them (`near_in_radius`) and then lists them:
-        by rounded distance, ties by location id. The distance is `distance_km`'s, operation
-        for operation (the cosine of the site's latitude is worked out once, not per call)."""
+        by rounded distance, ties by location id (each site's cosine worked out once)."""
         min_lat, max_lat, min_lon, max_lon = bounding_box(lat, lon, radius_km)
         band = self._band[bisect.bisect_left(self._lats, min_lat) : bisect.bisect_right(self._lats, max_lat)]
         cos_lat = math.cos(math.radians(lat))
-        sin, radians, asin, sqrt = math.sin, math.radians, math.asin, math.sqrt
         ids = self.ids
         found = []
         for i, site_lat, site_lon, cos_site_lat in band:
             if min_lon <= site_lon <= max_lon:
-                a = (
-                    sin(radians(site_lat - lat) / 2) ** 2
-                    + cos_lat * cos_site_lat * sin(radians(site_lon - lon) / 2) ** 2
-                )
-                d = 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a)))
+                d = distance_km(lat, lon, site_lat, site_lon, cos_lat, cos_site_lat)
                 if d <= radius_km:
                     found.append((d, ids[i], i))
         if not found:

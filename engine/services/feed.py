@@ -4,8 +4,9 @@ published feed, and its readers (long-poll pages and event streams).
 Publisher. Every process runs one candidate; the one holding the `publish-events`
 advisory lock numbers committed events (engine.store.events.publish): again at once after a
 pass that found some, else after `publish_interval` seconds, or IDLE_FACTOR times that once
-none came for IDLE_AFTER seconds. It sends one NOTIFY per batch that numbered anything. The lock is a session lock
-on the publisher's own connection: if that process dies, its connection closes, the lock is
+none came for IDLE_AFTER seconds. It sends one NOTIFY per batch that numbered anything, and
+hands the batch straight to its own process's tail. The lock is a session lock on the
+publisher's own connection: if that process dies, its connection closes, the lock is
 released and another process takes over within `ELECTION_SECONDS`.
 
 Tail. Every process keeps one LISTEN connection and, when notified (or every
