@@ -24,11 +24,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     from api.observability import configure_logging
     from engine.services import setup
+    from engine.services.feed import PublisherThread
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     url, pg = setup.resolve_database(settings)
+    publisher = None
     try:
         if pg is not None:
             asyncio.run(setup.ensure_database(pg))
@@ -36,6 +38,12 @@ def _serve(args: argparse.Namespace) -> int:
         demo = asyncio.run(setup.ensure_demo(url, settings.data_dir)) if pg is not None else {}
         _banner(args, url, pg is not None, demo, settings)
         os.environ["OMNIROUTE_DATABASE_URL"] = url  # inherited by uvicorn's worker processes
+        if args.workers > 1 and settings.events_publisher:
+            # The supervisor serves no requests: its change-feed publisher never waits behind
+            # a busy event loop. The workers follow it through its notifications.
+            publisher = PublisherThread(url, interval=settings.events_publish_ms / 1000)
+            publisher.start()
+            os.environ["OMNIROUTE_EVENTS_PUBLISHER"] = "off"
         uvicorn.run(
             "api.asgi:app_factory",
             factory=True,
@@ -47,6 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=30,
         )
     finally:
+        if publisher is not None:
+            publisher.stop()
         if pg is not None:
             pg.stop()
     return 0

@@ -1,20 +1,21 @@
 """The change feed in one process: the publisher (when elected), the tail that follows the
 published feed, and its readers (long-poll pages and event streams).
 
-Publisher. Every process runs one candidate; the one holding the `publish-events`
-advisory lock numbers committed events (engine.store.events.publish): again at once after a
-pass that found some, else after `publish_interval` seconds, or IDLE_FACTOR times that once
-none came for IDLE_AFTER seconds. It sends one NOTIFY per batch that numbered anything, and
-hands the batch straight to its own process's tail. The lock is a session lock on the
-publisher's own connection: if that process dies, its connection closes, the lock is
-released and another process takes over within `ELECTION_SECONDS`.
+Publisher. Every process runs one candidate (`Publisher`), unless `omniroute serve
+--workers N` runs it in its supervisor (`PublisherThread`) instead of in the workers; the
+candidate holding the `publish-events` advisory lock numbers committed events
+(engine.store.events.publish). Each publishing transaction notifies the other processes
+with the batch itself when it fits in a few notifications, else with its high-water mark,
+and a publisher in a serving process also hands the batch straight to that process's tail.
 
-Tail. Every process keeps one LISTEN connection and, when notified (or every
-`FOLLOW_SECONDS` in case a notification was lost with a connection), reads the events
-published since its high-water mark: one query per process per batch, however many streams
-are open. It keeps the newest `tail_size` events in memory; the tail holds every published
-event with seq in (tail_from, head], so a reader whose cursor falls in that range is served
-from memory, and any other reader reads the database (one windowed page at a time).
+Tail. Every process keeps one LISTEN connection. A notification that carries the batch
+continuing the tail is appended as it is; any other (a high-water mark, or a gap after a
+lost connection) makes the tail read the events published since its own high-water mark:
+one query per process, however many streams are open. It reads anyway every
+`FOLLOW_SECONDS`, in case a notification was lost with a connection. It keeps the newest
+`tail_size` events in memory; the tail holds every published event with seq in
+(tail_from, head], so a reader whose cursor falls in that range is served from memory,
+and any other reader reads the database (one windowed page at a time).
 
 Readers never hold a connection while they wait, and end when `end_streams` is called (the
 server is shutting down) so that they never hold up a graceful shutdown.
@@ -25,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -53,6 +56,12 @@ RECONNECT_SECONDS = 1.0
 COMMAND_TIMEOUT = 30.0
 
 PUBLISHED = Counter("omniroute_events_published_total", "events numbered by this process's publisher")
+FOLLOWED = Counter(
+    "omniroute_events_followed_total",
+    "events added to this process's tail, by how they came: the publisher's hand-off in its "
+    "own process, a notification that carried them, or a read of the database",
+    ["via"],
+)
 FOLLOW_LAG = Histogram(
     "omniroute_event_follow_seconds",
     "from an event's write to this process holding it in its tail (publication and wake-up)",
@@ -83,12 +92,105 @@ def _wrap(event: store.Event) -> FeedEvent:
     return FeedEvent(event.seq, event.kind, event.sku, event.location_id, _encoder.encode(event))
 
 
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, or less if `stop` is set."""
+    try:
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+    except TimeoutError:
+        pass
+
+
+class Publisher:
+    """A publisher candidate: it waits for the `publish-events` advisory lock and, while it
+    holds it, numbers committed events (engine.store.events.publish) again at once after a
+    pass that found some, else after `interval` seconds (IDLE_FACTOR times that once none
+    came for IDLE_AFTER seconds). `on_batch` hears of every batch it numbered.
+
+    The lock is a session lock on the candidate's own connection: if its process dies, the
+    connection closes, the lock is released and another candidate takes over within
+    ELECTION_SECONDS."""
+
+    def __init__(
+        self, url: str, *, interval: float = 0.005, on_batch: Callable[[store.Published], None] | None = None
+    ) -> None:
+        self._url = url
+        self._interval = interval
+        self._on_batch = on_batch
+        self.is_publisher = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stand for election and publish until `stop` is set."""
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = await connect(self._url, command_timeout=COMMAND_TIMEOUT)
+                while not await meta.try_lock(conn, LOCKS["publish-events"]):
+                    await _sleep(stop, ELECTION_SECONDS)
+                    if stop.is_set():
+                        return
+                self.is_publisher = True
+                log.info("this process publishes the change feed", extra={"fields": {"pid": os.getpid()}})
+                loop = asyncio.get_running_loop()
+                last_event = loop.time()
+                while not stop.is_set():
+                    batch = await store.publish(conn, PUBLISH_BATCH)
+                    if batch.events:  # while a pass finds events, the next starts at once
+                        last_event = loop.time()
+                        PUBLISHED.inc(len(batch.events))
+                        if self._on_batch is not None:
+                            self._on_batch(batch)
+                    else:
+                        idle = loop.time() - last_event > IDLE_AFTER
+                        await _sleep(stop, self._interval * (IDLE_FACTOR if idle else 1))
+            except Exception:  # noqa: BLE001 - the publisher must outlive any one failure
+                log.exception("change feed publisher failed; reconnecting")
+            finally:
+                self.is_publisher = False
+                if conn is not None:
+                    conn.terminate()  # ends the session, and with it the advisory lock
+            await _sleep(stop, RECONNECT_SECONDS)
+
+
+class PublisherThread:
+    """A publisher candidate on a thread of its own, with its own event loop: for the
+    supervisor of several worker processes (`omniroute serve --workers N`). That process
+    serves no requests, so the publisher's passes never wait behind a busy event loop; the
+    workers get each batch from its notifications."""
+
+    def __init__(self, url: str, *, interval: float = 0.005) -> None:
+        self.publisher = Publisher(url, interval=interval)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="omniroute-feed-publisher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._started.set()
+            await self.publisher.run(self._stop)
+
+        asyncio.run(main())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop publishing (the lock goes with the connection) and wait for the thread."""
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+
 class Feed:
     def __init__(
         self,
         pool: asyncpg.Pool,
         url: str,
         *,
+        publish: bool = True,
         publish_interval: float = 0.005,
         keepalive: float = 15.0,
         tail_size: int = TAIL_SIZE,
@@ -96,11 +198,10 @@ class Feed:
     ) -> None:
         self._pool = pool
         self._url = url
-        self._publish_interval = publish_interval
         self._keepalive = keepalive
         self._tail_size = tail_size
         self._window = window
-        self.is_publisher = False
+        self._publisher = Publisher(url, interval=publish_interval, on_batch=self._hand_off) if publish else None
         self.head = 0  # highest seq this process holds (every event up to it is published)
         self._live = False  # the tail follows the feed
         self.synced_at: float | None = None  # loop time a complete refresh of the tail began
@@ -116,9 +217,15 @@ class Feed:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def is_publisher(self) -> bool:
+        return self._publisher is not None and self._publisher.is_publisher
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._publish())]
+        self._tasks = [loop.create_task(self._follow())]
+        if self._publisher is not None:
+            self._tasks.append(loop.create_task(self._publisher.run(self._stop)))
 
     def end_streams(self) -> None:
         """Every open stream and long poll ends at once (the server is shutting down)."""
@@ -139,57 +246,35 @@ class Feed:
         wake.set()
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, or less if the feed stops."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._stop.wait()
-        except TimeoutError:
-            pass
+        await _sleep(self._stop, seconds)
 
-    # -- publisher ---------------------------------------------------------------------
-
-    async def _publish(self) -> None:
-        while not self._stop.is_set():
-            conn = None
-            try:
-                conn = await connect(self._url, command_timeout=COMMAND_TIMEOUT)
-                while not await meta.try_lock(conn, LOCKS["publish-events"]):
-                    await self._sleep(ELECTION_SECONDS)
-                    if self._stop.is_set():
-                        return
-                self.is_publisher = True
-                log.info("this process publishes the change feed")
-                loop = asyncio.get_running_loop()
-                last_event = loop.time()
-                while not self._stop.is_set():
-                    batch = await store.publish(conn, PUBLISH_BATCH)
-                    published = len(batch.events)
-                    if published:
-                        last_event = loop.time()
-                        PUBLISHED.inc(published)
-                        if self._live and batch.previous == self.head:
-                            # The batch is exactly what follows this process's tail: hand it
-                            # over now, without the NOTIFY and a read back (one round trip
-                            # and two event-loop turns less between commit and stream).
-                            self._append(batch.events, batch.head)
-                        elif batch.head > self.head:
-                            self._dirty.set()  # this process's tail need not wait for the NOTIFY
-                    if not published:  # while a pass finds events, the next starts at once
-                        idle = loop.time() - last_event > IDLE_AFTER
-                        await self._sleep(self._publish_interval * (IDLE_FACTOR if idle else 1))
-            except Exception:  # noqa: BLE001 - the publisher must outlive any one failure
-                log.exception("change feed publisher failed; reconnecting")
-            finally:
-                self.is_publisher = False
-                if conn is not None:
-                    conn.terminate()  # ends the session, and with it the advisory lock
-            await self._sleep(RECONNECT_SECONDS)
+    def _hand_off(self, batch: store.Published) -> None:
+        """The publisher in this process numbered `batch`."""
+        if self._live and batch.previous == self.head:
+            # Exactly what follows this process's tail: take it now, without waiting for
+            # the notification (which a busy event loop would get to a turn or two later).
+            self._append(batch.events, batch.head, "hand-off")
+        elif batch.head > self.head:
+            self._dirty.set()
 
     # -- tail ----------------------------------------------------------------------------
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload.isdigit() and int(payload) > self.head:
-            self._dirty.set()
+        try:
+            notice = store.notice(payload)
+        except ValueError:
+            log.warning("ignored a notification the change feed does not understand: %.80s", payload)
+            self._dirty.set()  # read whatever was published instead
+            return
+        if isinstance(notice, int):
+            if notice > self.head:
+                self._dirty.set()
+        elif self._live and notice.previous == self.head:
+            # The batch that continues this tail, in the notification itself: no read back
+            # (on a busy process, a round trip and two event-loop turns less to the streams).
+            self._append(notice.events, notice.head, "notice")
+        elif notice.head > self.head:
+            self._dirty.set()  # a gap (a notification missed, or not live yet): read back
 
     async def _follow(self) -> None:
         while not self._stop.is_set():
@@ -223,7 +308,7 @@ class Feed:
         moved = False
         while True:
             page = await store.page(conn, self.head, limit=REFRESH_BATCH, upto=MAX_SEQ)
-            moved = self._take(page.events, page.scanned_through) or moved
+            moved = self._take(page.events, page.scanned_through, "read") or moved
             if len(page.events) < REFRESH_BATCH:
                 break
         self._trim()
@@ -237,7 +322,7 @@ class Feed:
         if moved:
             self._notify()
 
-    def _take(self, events: list[store.Event], through: int) -> bool:
+    def _take(self, events: list[store.Event], through: int, via: str) -> bool:
         """Add `events` (every published event with seq in (head, through], in order) to the
         tail and tell the listeners. Events at or below `head` are skipped: a refresh may
         have read, in a snapshot taken before the publisher's hand-off, what that hand-off
@@ -245,6 +330,7 @@ class Feed:
         if events and events[0].seq <= self.head:
             events = [e for e in events if e.seq > self.head]
         if events:
+            FOLLOWED.labels(via).inc(len(events))
             for listener in self.listeners:
                 listener(events)
             now = time.time()
@@ -257,9 +343,10 @@ class Feed:
             return True
         return False
 
-    def _append(self, events: list[store.Event], through: int) -> None:
-        """The publisher's hand-off: its batch, which continues this process's tail."""
-        if self._take(events, through):
+    def _append(self, events: list[store.Event], through: int, via: str) -> None:
+        """A batch that continues this process's tail, handed over by the publisher in this
+        process or carried by a notification."""
+        if self._take(events, through, via):
             self._trim()
             self._notify()
 

@@ -73,6 +73,15 @@ def _event(r: asyncpg.Record) -> Event:
     )
 
 
+# A notification carries the batch itself when it fits: events in chunks of about
+# NOTICE_CHUNK bytes (each notification must stay under PostgreSQL's 8000), unless one
+# event is wider than NOTICE_WIDEST or the batch larger than NOTICE_TOTAL; then only the
+# high-water mark goes, and listeners read the batch back.
+NOTICE_CHUNK = 6_000
+NOTICE_WIDEST = 1_500
+NOTICE_TOTAL = 64_000
+
+
 async def publish(conn: asyncpg.Connection, limit: int) -> Published:
     """Number up to `limit` committed, unpublished events in event_id order, in one statement
     (its own transaction), and return them, so that the publisher's own process holds them
@@ -80,8 +89,10 @@ async def publish(conn: asyncpg.Connection, limit: int) -> Published:
 
     Correct only while one connection at a time calls it (the publisher's advisory lock):
     each call starts after the previous one committed, so it hands out larger numbers than
-    every event already visible. When it numbers anything it sends ONE notification with
-    the new high-water mark, delivered at its commit.
+    every event already visible. When it numbers anything it notifies CHANNEL, delivered
+    at its commit: with the batch itself in one or a few notifications (see `notice`), or,
+    for a batch too large for that, with one notification of the new high-water mark.
+    Either way one publishing transaction, never one per write.
     """
     rows = await conn.fetch(
         """WITH before AS (
@@ -101,9 +112,36 @@ async def publish(conn: asyncpg.Connection, limit: int) -> Published:
                WHERE EXISTS (SELECT 1 FROM done)
                RETURNING published_through
            ),
+           wire AS (
+               SELECT seq, octet_length(item) AS width, item
+               FROM (SELECT seq, json_build_object(
+                         'seq', seq, 'kind', kind, 'sku', sku, 'location_id', location_id,
+                         'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                         'payload', payload)::text AS item
+                     FROM done) d
+           ),
+           sized AS (
+               SELECT seq, item, sum(width) OVER (ORDER BY seq) - width AS at,
+                      max(width) OVER () AS widest, sum(width) OVER () AS total
+               FROM wire
+           ),
+           chunks AS (
+               SELECT at / $3 AS chunk, max(seq) AS head, string_agg(item, ',' ORDER BY seq) AS items
+               FROM sized WHERE widest <= $4 AND total <= $5
+               GROUP BY 1
+           ),
+           notices AS (
+               SELECT chunk, format('[%s,%s,[%s]]',
+                                    coalesce(lag(head) OVER (ORDER BY chunk), (SELECT published_through FROM before)),
+                                    head, items) AS payload
+               FROM chunks
+               UNION ALL
+               SELECT 0, (SELECT published_through FROM feed)::text
+               WHERE EXISTS (SELECT 1 FROM done) AND NOT EXISTS (SELECT 1 FROM chunks)
+           ),
            notified AS (
-               SELECT pg_notify($2, (SELECT published_through FROM feed)::text) AS sent
-               WHERE EXISTS (SELECT 1 FROM done)
+               SELECT pg_notify($2, payload) AS sent
+               FROM (SELECT payload FROM notices ORDER BY chunk OFFSET 0) n
            )
            SELECT b.published_through AS previous,
                   coalesce((SELECT published_through FROM feed), b.published_through) AS head,
@@ -113,6 +151,9 @@ async def publish(conn: asyncpg.Connection, limit: int) -> Published:
            ORDER BY d.seq""",
         limit,
         CHANNEL,
+        NOTICE_CHUNK,
+        NOTICE_WIDEST,
+        NOTICE_TOTAL,
     )
     first = rows[0]
     return Published(
@@ -120,6 +161,22 @@ async def publish(conn: asyncpg.Connection, limit: int) -> Published:
         previous=first["previous"],
         head=first["head"],
     )
+
+
+_notice = msgspec.json.Decoder(tuple[int, int, list[Event]])
+
+
+def notice(payload: str) -> Published | int:
+    """What a notification on CHANNEL says: the published batch (every event with seq in
+    (previous, head], as `page` would return them), or, when the batch did not fit, only the
+    new high-water mark. Raises ValueError on a payload it does not understand."""
+    if payload.isdigit():
+        return int(payload)
+    try:
+        previous, head, events = _notice.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a change feed notification: {exc}") from None
+    return Published(events=events, previous=previous, head=head)
 
 
 async def bounds(conn: asyncpg.Connection) -> tuple[int, int]:

@@ -4,6 +4,7 @@ test database, resumed with Last-Event-ID, across processes, and ended by SIGTER
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, fresh_database
 from tests.helpers import ADMIN, NETWORK, SKUS
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ def _free_port() -> int:
 class Service:
     """`omniroute serve` on the test database (no embedded server, no demo data)."""
 
-    def __init__(self, database_url: str, log_dir: Path) -> None:
+    def __init__(self, database_url: str, log_dir: Path, workers: int = 1) -> None:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIROUTE_")}
         env |= {
@@ -45,7 +46,7 @@ class Service:
         self.log = log_dir / f"serve-{port}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -180,3 +181,39 @@ async def test_sigterm_ends_open_streams_and_the_server_stops_promptly(db, datab
             assert code == 0 and time.monotonic() - began < 10, svc.log.read_text()
         finally:
             svc.stop()
+
+
+async def test_with_two_workers_the_supervisor_publishes_and_streams_on_both_workers_hear_it(server_url, tmp_path):
+    """`serve --workers 2`: the publisher runs in the supervisor (it logs its pid), and
+    streams, whichever worker holds them, get every event once and in order. A database of
+    its own, so that no other process (this test process's app) stands in the election."""
+    async with (
+        fresh_database(server_url, f"omniroute_feed_workers_{os.getpid()}") as url,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        svc = Service(url, tmp_path, workers=2)
+        try:
+            await svc.ready(client)
+            await _setup(client, svc.base)
+            async with contextlib.AsyncExitStack() as stack:
+                frames = []
+                for _ in range(6):  # the shared socket spreads connections unevenly: open several
+                    r = await stack.enter_async_context(client.stream("GET", svc.base + "/v1/events", headers=SSE))
+                    assert r.status_code == 200
+                    frames.append(Frames(r))
+                    await frames[-1].next()
+                for q in range(1, 11):
+                    await _receipt(client, svc.base, q)
+                for f in frames:
+                    got = await f.events(10)
+                    assert [json.loads(m["data"])["payload"]["delta_on_hand"] for m in got] == list(range(1, 11))
+            assert _publisher_pids(svc.log) == [svc.proc.pid], svc.log.read_text()[-3000:]
+        finally:
+            svc.stop()
+        assert svc.proc.returncode == 0, svc.log.read_text()[-3000:]
+        assert '"level":"error"' not in svc.log.read_text()
+
+
+def _publisher_pids(log: Path) -> list[int]:
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [e["pid"] for e in entries if e["msg"] == "this process publishes the change feed"]

@@ -10,6 +10,7 @@ import threading
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from engine.core.feed import Filter
 from engine.core.model import Caller, Role
@@ -17,7 +18,7 @@ from engine.core.reservations import Line
 from engine.errors import Gone, OutOfStock
 from engine.services import fixtures, jobs
 from engine.services import reservations as reservations_service
-from engine.services.feed import Feed, KeepAlive
+from engine.services.feed import Feed, KeepAlive, PublisherThread, _wrap
 from engine.services.group_commit import ReservationGroups
 from engine.services.reservations import sweep_expired
 from engine.store import bulk
@@ -619,6 +620,115 @@ async def test_one_process_publishes_and_another_takes_over_when_it_stops(lone_d
     finally:
         for feed in feeds:
             await feed.stop()
+
+
+async def _notices(url: str, publish) -> tuple[events_store.Published, list[str]]:
+    """The payloads a listening session receives for one publish call."""
+    listener = await connect(url)
+    got: list[str] = []
+    await listener.add_listener(events_store.CHANNEL, lambda *args: got.append(args[3]))
+    try:
+        batch = await publish()
+        await _until(lambda: got, 5)
+        await asyncio.sleep(0.1)  # the rest of that transaction's notifications
+        return batch, got
+    finally:
+        await listener.close()
+
+
+async def test_a_notification_carries_the_batch_as_a_page_would_return_it(lone_db):
+    """A batch too large for one notification goes in several, each under PostgreSQL's
+    8000-byte limit, each continuing where the one before stopped; decoded, the events are
+    the ones a database page returns, down to the bytes a consumer is sent."""
+    url, lone_pool = lone_db
+    rows = [("stock", f'SKU-"{i}"-ü\\', f"L-{i % 3}", {"available": i, "note": "x" * 150}) for i in range(80)]
+    rows.append(("reservation", None, None, {"reservation_id": str(uuid.uuid4()), "status": "active"}))
+    async with lone_pool.acquire() as conn:
+        await events_store.record(conn, rows)
+        publisher = await connect(url)
+    try:
+        batch, payloads = await _notices(url, lambda: events_store.publish(publisher, 1000))
+    finally:
+        await publisher.close()
+    assert len(batch.events) == 81
+    assert len(payloads) > 1, "expected the batch to be split"
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    notices = [events_store.notice(p) for p in payloads]
+    assert [n.previous for n in notices] == [batch.previous] + [n.head for n in notices[:-1]]
+    assert notices[-1].head == batch.head
+    carried = [e for n in notices for e in n.events]
+    async with lone_pool.acquire() as conn:
+        page = await events_store.page(conn, batch.previous, limit=1000, upto=batch.head)
+    assert carried == page.events == batch.events
+    assert [_wrap(e) for e in carried] == [_wrap(e) for e in page.events]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param([("reload", None, None, {"note": "x" * 2000})], id="one-event-too-wide"),
+        pytest.param([("stock", f"SKU-{i}", "L", {"note": "x" * 900}) for i in range(100)], id="batch-too-large"),
+    ],
+)
+async def test_a_batch_that_does_not_fit_is_announced_by_its_high_water_mark(lone_db, rows):
+    url, lone_pool = lone_db
+    async with lone_pool.acquire() as conn:
+        await events_store.record(conn, rows)
+        publisher = await connect(url)
+    try:
+        batch, payloads = await _notices(url, lambda: events_store.publish(publisher, 1000))
+    finally:
+        await publisher.close()
+    assert len(batch.events) == len(rows)
+    assert payloads == [str(batch.head)]
+    assert events_store.notice(payloads[0]) == batch.head
+
+
+def _followed(via: str) -> float:
+    return REGISTRY.get_sample_value("omniroute_events_followed_total", {"via": via}) or 0.0
+
+
+async def test_processes_that_do_not_publish_follow_a_publisher_thread_through_its_notifications(lone_db):
+    """The `serve --workers N` layout: the publisher on a thread of its own (its own event
+    loop), feeds that never publish. Their tails grow from what the notifications carry,
+    without reading the database; a batch too large for them is read back. When the
+    thread stops, its lock goes with its connection and another candidate takes over."""
+    url, lone_pool = lone_db
+    thread = PublisherThread(url)
+    thread.start()
+    feeds = [Feed(lone_pool, url, publish=False) for _ in range(2)]
+    for feed in feeds:
+        await feed.start()
+    successor = None
+    try:
+        await _until(lambda: thread.publisher.is_publisher and all(f._live for f in feeds), 5)
+        noticed, read = _followed("notice"), _followed("read")
+        async with lone_pool.acquire() as conn:
+            for i in range(20):
+                await events_store.record(conn, [("stock", f"SKU-{i}", "L", {"available": i})])
+        await _until(lambda: all(f.head >= 20 for f in feeds), 5)
+        assert _followed("notice") - noticed == 40
+        assert _followed("read") == read
+
+        async with lone_pool.acquire() as conn:
+            await events_store.record(conn, [("reload", None, None, {"note": "x" * 2000})])
+        await _until(lambda: all(f.head >= 21 for f in feeds), 5)
+        assert _followed("read") - read == 2
+        for feed in feeds:
+            got, cursor, more = await feed.read(0, Filter(), 100)
+            assert [e.seq for e in got] == list(range(1, 22)) and cursor == 21 and not more
+        assert not any(f.is_publisher for f in feeds)
+
+        await asyncio.to_thread(thread.stop)
+        assert not thread.publisher.is_publisher
+        successor = Feed(lone_pool, url)
+        await successor.start()
+        await _until(lambda: successor.is_publisher, 3)
+    finally:
+        await asyncio.to_thread(thread.stop)
+        for feed in [*feeds, successor]:
+            if feed is not None:
+                await feed.stop()
 
 
 async def test_a_bulk_load_writes_one_reload_event_not_one_per_position(lone_db):
