@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -88,6 +89,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             await view.start()
         restore_signals = _end_streams_on_exit_signals(feed)
         scheduler = start_scheduler(pool, settings, app.state.costs) if settings.scheduler else None
+        _settle_heap()
         try:
             yield
         finally:
@@ -134,6 +136,15 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             security=[{"bearer": []}],
         ),
     )
+
+
+def _settle_heap() -> None:
+    """Put what start-up built (modules, routes, schemas, the pools: some 80,000 objects)
+    out of the garbage collector's way. A full collection then walks only what came after,
+    instead of stalling the event loop 40 ms or more (over 150 ms on a busy machine) for
+    objects that live as long as the process."""
+    gc.collect()
+    gc.freeze()
 
 
 def _end_streams_on_exit_signals(feed: Feed) -> Callable[[], None]:

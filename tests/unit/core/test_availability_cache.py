@@ -1,5 +1,6 @@
 """The availability cache's rules (engine.core.availability), without a database."""
 
+import gc
 import math
 import random
 
@@ -95,3 +96,16 @@ def test_near_sites_are_those_within_the_radius_nearest_first_up_to_the_limit():
         got = [(d, sites.sites[i].location_id) for i, d in sites.near(lat, lon, radius, limit)]
         assert [x[1] for x in got] == [x[1] for x in expected]
         assert all(abs(a[0] - b[0]) < 1e-6 for a, b in zip(got, expected, strict=True))
+
+
+def test_a_full_cache_adds_nothing_for_the_garbage_collector_to_walk():
+    cache = Cache(1_000)
+    before = len(gc.get_objects())
+    for i in range(1_000):
+        cache.put(cache.token(), f"SKU-{i}", _entry(i))
+    assert len(cache) == 1_000
+    gc.collect(0)  # a young collection untracks tuples that hold only untracked objects
+    entry = cache.get("SKU-7", 0.0)
+    assert not gc.is_tracked(entry) and not gc.is_tracked(entry.pickup)
+    # The cache's own dicts are tracked; its entries, their pickup tuples and keys are not.
+    assert len(gc.get_objects()) - before < 10
