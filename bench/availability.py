@@ -237,6 +237,9 @@ async def http(
         after = await _view_lookups(port)
         hits, total = after["hit"] - before["hit"], sum(after.values()) - sum(before.values())
         result["view hits"] = f"{hits / total:.1%}" if total else ""
+    else:  # how the kernel spread the readers' keep-alive connections over the workers
+        spread = collections.Counter(c.served_by for c in conns)
+        result["connections per worker"] = "/".join(str(n) for n in sorted(spread.values(), reverse=True))
     for c in conns + writer_conns:
         await c.close()
     return result
@@ -286,14 +289,19 @@ def main() -> None:
         f"\navailability, 10-SKU basket, 50 km pickup radius, {args.size} network, "
         f"{args.clients} clients, {args.seconds:.0f} s each, {os.cpu_count()} cores"
     )
-    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", "view hits"]))
+    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", "view hits", "connections per worker"]))
     print("(rps = requests/s; p50/p99 in ms, client side; ratio = rps / ceiling rps)")
     if mixed:
         print(
             f"\nmixed: the same reads while {WRITERS} writers hold and release one unit of the baskets' SKUs, "
             f"{args.write_rate:g} pairs/s asked for"
         )
-        print(table(mixed, ["path", "requests", "rps", "p50", "p99", "ratio", "writes/s", "view hits"]))
+        print(
+            table(
+                mixed,
+                ["path", "requests", "rps", "p50", "p99", "ratio", "writes/s", "view hits", "connections per worker"],
+            )
+        )
         print("(view hits: SKU lookups answered from the view's memory, one worker only)")
 
 

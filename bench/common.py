@@ -102,17 +102,24 @@ class Service:
             if log is not None:
                 out.close()
         deadline = time.monotonic() + timeout
+        seen: set[str] = set()  # the processes that answered /readyz
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited with {self.proc.returncode} before it was ready")
             try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
+                # A new connection each time: one per worker must answer, or a load started
+                # now would put every connection on the worker that came up first.
+                r = httpx.get(f"{self.base}/readyz", timeout=1, headers={"Connection": "close"})
+                if r.status_code == 200:
+                    seen.add(r.headers["x-request-id"][:16])
+                    if len(seen) == workers:
+                        return
+                    continue
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         self.kill()
-        raise RuntimeError("service did not become ready")
+        raise RuntimeError(f"service did not become ready ({len(seen)} of {workers} workers answered)")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -138,6 +145,7 @@ class RawClient:
         self.key = key
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.served_by: str | None = None  # the process that answered last (its request-id prefix)
 
     async def connect(self) -> None:
         """Open the connection if there is none, or if the server has closed it since
@@ -167,6 +175,8 @@ class RawClient:
                     break
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
+                elif line[:13].lower() == b"x-request-id:":
+                    self.served_by = line[13:].strip()[:16].decode()  # 16 hex digits per process
             payload = await self.reader.readexactly(length)
         except BaseException:
             await self.close()

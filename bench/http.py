@@ -345,8 +345,10 @@ def main() -> None:
             pg.stop()
     print(f"\nHTTP data plane, {args.size} network, {args.seconds:g} s per measurement (+2 s warm-up)")
     print(f"{os.cpu_count()} cores; command: uv run --extra dev python -m bench.http {' '.join(sys.argv[1:])}")
-    print(table(rows, ["path", "via", "workers", "clients", "requests", "rps", "p50", "p99", "ratio"]))
-    print("(rps: availability requests or hold+release pairs per second; p50/p99 in ms, client side)")
+    columns = ["path", "via", "workers", "clients", "requests", "rps", "p50", "p99", "ratio", "connections per worker"]
+    print(table(rows, columns))
+    print("(rps: availability requests or hold+release pairs per second; p50/p99 in ms, client side;")
+    print(" connections per worker: how the readers' keep-alive connections landed on the workers)")
     print("\nchange feed delivery of each hold's event to one SSE client, during the HTTP holds above (ms)")
     print(table(deliveries, list(deliveries[0])))
     print(f"\nledger: {checked:,} positions re-summed, drift {drift}")
