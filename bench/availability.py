@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
@@ -32,7 +33,7 @@ from uuid import UUID
 import asyncpg
 
 from bench import reservations as resv
-from bench.common import RawClient, Service, database, run_load, table
+from bench.common import RawClient, Service, database, loop_lag, run_load, table
 from engine.config import FIXTURES_DIR
 from engine.core.geo import bounding_box
 from engine.core.model import Caller, Role
@@ -135,16 +136,20 @@ async def _measure(
     clients: int, seconds: float, worker: Callable, writes: Writes | None, pair: Callable | None
 ) -> dict:
     """Warm-up, then the measurement; the writes (if any) run through both."""
-    if writes is None:
-        await run_load(clients, 2, worker)
-        return await run_load(clients, seconds, worker)
-    writing = asyncio.create_task(writes.run(pair, seconds + 2.5))
+    writing = asyncio.create_task(writes.run(pair, seconds + 2.5)) if writes is not None else None
     await run_load(clients, 2, worker)
-    before = writes.done
+    before = writes.done if writes is not None else 0
+    lag: list[float] = []
+    ticker = asyncio.create_task(loop_lag(lag))
     began = time.perf_counter()
-    result = await run_load(clients, seconds, worker)
-    result["writes/s"] = (writes.done - before) / (time.perf_counter() - began)
-    await writing
+    try:
+        result = await run_load(clients, seconds, worker)
+    finally:
+        ticker.cancel()
+    result["generator lag p99"] = statistics.quantiles(lag, n=100)[98] if len(lag) > 1 else None
+    if writes is not None:
+        result["writes/s"] = (writes.done - before) / (time.perf_counter() - began)
+        await writing
     return result
 
 
@@ -289,19 +294,15 @@ def main() -> None:
         f"\navailability, 10-SKU basket, 50 km pickup radius, {args.size} network, "
         f"{args.clients} clients, {args.seconds:.0f} s each, {os.cpu_count()} cores"
     )
-    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", "view hits", "connections per worker"]))
+    extra = ["view hits", "connections per worker", "generator lag p99"]
+    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", *extra]))
     print("(rps = requests/s; p50/p99 in ms, client side; ratio = rps / ceiling rps)")
     if mixed:
         print(
             f"\nmixed: the same reads while {WRITERS} writers hold and release one unit of the baskets' SKUs, "
             f"{args.write_rate:g} pairs/s asked for"
         )
-        print(
-            table(
-                mixed,
-                ["path", "requests", "rps", "p50", "p99", "ratio", "writes/s", "view hits", "connections per worker"],
-            )
-        )
+        print(table(mixed, ["path", "requests", "rps", "p50", "p99", "ratio", "writes/s", *extra]))
         print("(view hits: SKU lookups answered from the view's memory, one worker only)")
 
 

@@ -191,6 +191,15 @@ class RawClient:
                 await writer.wait_closed()
 
 
+async def loop_lag(samples: list[float], tick: float = 0.005) -> None:
+    """How late this process's event loop wakes a sleeper (ms): the load generator's own
+    delay, which its latencies include."""
+    while True:
+        t = time.perf_counter()
+        await asyncio.sleep(tick)
+        samples.append((time.perf_counter() - t - tick) * 1000)
+
+
 async def run_load(
     clients: int, seconds: float, make_worker: Callable[[int], Callable[[int], Awaitable[None]]]
 ) -> dict:

@@ -51,7 +51,7 @@ import uvloop
 
 from bench import availability as avail
 from bench import reservations as resv
-from bench.common import RawClient, Service, database, run_load, table
+from bench.common import RawClient, Service, database, loop_lag, run_load, table
 from bench.sse import SseClient, envelope
 from engine.core.model import Caller, Role
 from engine.core.reservations import Line
@@ -217,14 +217,6 @@ def _consume(
     out.send(asyncio.run(follow()))
 
 
-async def _loop_lag(samples: list[float], tick: float = 0.005) -> None:
-    """How late this process's event loop wakes a sleeper: the load generator's own delay."""
-    while True:
-        t = time.perf_counter()
-        await asyncio.sleep(tick)
-        samples.append((time.perf_counter() - t - tick) * 1000)
-
-
 async def reserve_http(
     port: int, url: str, positions: list[resv.Position], clients: int, seconds: float
 ) -> tuple[dict, dict]:
@@ -264,7 +256,7 @@ async def reserve_http(
             raise RuntimeError("the event-stream consumer did not connect")
         await run_load(clients, 2, worker)
         measuring = True
-        ticker = asyncio.create_task(_loop_lag(lag))
+        ticker = asyncio.create_task(loop_lag(lag))
         began = time.time()
         result = await run_load(clients, seconds, worker)
         ended = time.time()
