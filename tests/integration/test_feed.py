@@ -622,34 +622,32 @@ async def test_one_process_publishes_and_another_takes_over_when_it_stops(lone_d
             await feed.stop()
 
 
-async def _notices(url: str, publish) -> tuple[events_store.Published, list[str]]:
-    """The payloads a listening session receives for one publish call."""
-    listener = await connect(url)
+async def _publish_and_listen(lone_db, rows: list[tuple]) -> tuple[events_store.Published, list[str]]:
+    """Record `rows`, publish them in one call; what that call numbered, and the payloads
+    a listening session received for it."""
+    url, lone_pool = lone_db
+    async with lone_pool.acquire() as conn:
+        await events_store.record(conn, rows)
+    publisher, listener = await connect(url), await connect(url)
     got: list[str] = []
     await listener.add_listener(events_store.CHANNEL, lambda *args: got.append(args[3]))
     try:
-        batch = await publish()
+        batch = await events_store.publish(publisher, 1000)
         await _until(lambda: got, 5)
         await asyncio.sleep(0.1)  # the rest of that transaction's notifications
         return batch, got
     finally:
         await listener.close()
+        await publisher.close()
 
 
 async def test_a_notification_carries_the_batch_as_a_page_would_return_it(lone_db):
     """A batch too large for one notification goes in several, each under PostgreSQL's
     8000-byte limit, each continuing where the one before stopped; decoded, the events are
     the ones a database page returns, down to the bytes a consumer is sent."""
-    url, lone_pool = lone_db
     rows = [("stock", f'SKU-"{i}"-ü\\', f"L-{i % 3}", {"available": i, "note": "x" * 150}) for i in range(80)]
     rows.append(("reservation", None, None, {"reservation_id": str(uuid.uuid4()), "status": "active"}))
-    async with lone_pool.acquire() as conn:
-        await events_store.record(conn, rows)
-        publisher = await connect(url)
-    try:
-        batch, payloads = await _notices(url, lambda: events_store.publish(publisher, 1000))
-    finally:
-        await publisher.close()
+    batch, payloads = await _publish_and_listen(lone_db, rows)
     assert len(batch.events) == 81
     assert len(payloads) > 1, "expected the batch to be split"
     assert all(len(p.encode()) < 8000 for p in payloads)
@@ -657,7 +655,7 @@ async def test_a_notification_carries_the_batch_as_a_page_would_return_it(lone_d
     assert [n.previous for n in notices] == [batch.previous] + [n.head for n in notices[:-1]]
     assert notices[-1].head == batch.head
     carried = [e for n in notices for e in n.events]
-    async with lone_pool.acquire() as conn:
+    async with lone_db[1].acquire() as conn:
         page = await events_store.page(conn, batch.previous, limit=1000, upto=batch.head)
     assert carried == page.events == batch.events
     assert [_wrap(e) for e in carried] == [_wrap(e) for e in page.events]
@@ -671,14 +669,7 @@ async def test_a_notification_carries_the_batch_as_a_page_would_return_it(lone_d
     ],
 )
 async def test_a_batch_that_does_not_fit_is_announced_by_its_high_water_mark(lone_db, rows):
-    url, lone_pool = lone_db
-    async with lone_pool.acquire() as conn:
-        await events_store.record(conn, rows)
-        publisher = await connect(url)
-    try:
-        batch, payloads = await _notices(url, lambda: events_store.publish(publisher, 1000))
-    finally:
-        await publisher.close()
+    batch, payloads = await _publish_and_listen(lone_db, rows)
     assert len(batch.events) == len(rows)
     assert payloads == [str(batch.head)]
     assert events_store.notice(payloads[0]) == batch.head
