@@ -75,7 +75,6 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         feed = app.state.feed = Feed(
             pool,
             database_url,
-            publish=settings.events_publisher,
             publish_interval=settings.events_publish_ms / 1000,
             keepalive=settings.events_keepalive_seconds,
         )

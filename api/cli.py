@@ -38,12 +38,12 @@ def _serve(args: argparse.Namespace) -> int:
         demo = asyncio.run(setup.ensure_demo(url, settings.data_dir)) if pg is not None else {}
         _banner(args, url, pg is not None, demo, settings)
         os.environ["OMNIROUTE_DATABASE_URL"] = url  # inherited by uvicorn's worker processes
-        if args.workers > 1 and settings.events_publisher:
+        if args.workers > 1:
             # The supervisor serves no requests: its change-feed publisher never waits behind
-            # a busy event loop. The workers follow it through its notifications.
+            # a busy event loop. It stands before the workers start, so it is elected; the
+            # workers follow it through its notifications, and stay candidates in case it dies.
             publisher = PublisherThread(url, interval=settings.events_publish_ms / 1000)
             publisher.start()
-            os.environ["OMNIROUTE_EVENTS_PUBLISHER"] = "off"
         uvicorn.run(
             "api.asgi:app_factory",
             factory=True,

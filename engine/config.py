@@ -32,7 +32,6 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_burst: int = 0
     events_retention_hours: float = 72.0
     events_publish_ms: float = 5.0
-    events_publisher: bool = True
     events_keepalive_seconds: float = 15.0
     availability_cache_skus: int = 100_000
 
@@ -67,7 +66,6 @@ class Settings(msgspec.Struct, frozen=True):
             rate_limit_burst=burst,
             events_retention_hours=_positive(env, "OMNIROUTE_EVENTS_RETENTION_HOURS", "72"),
             events_publish_ms=_positive(env, "OMNIROUTE_EVENTS_PUBLISH_MS", "5"),
-            events_publisher=_flag(env.get("OMNIROUTE_EVENTS_PUBLISHER", "on")),
             events_keepalive_seconds=_positive(env, "OMNIROUTE_EVENTS_KEEPALIVE_SECONDS", "15"),
             availability_cache_skus=int(
                 _number(env, "OMNIROUTE_AVAILABILITY_CACHE_SKUS", "100000", high=10_000_000, integer=True)

@@ -1,9 +1,9 @@
 """The change feed in one process: the publisher (when elected), the tail that follows the
 published feed, and its readers (long-poll pages and event streams).
 
-Publisher. Every process runs one candidate (`Publisher`), unless `omniroute serve
---workers N` runs it in its supervisor (`PublisherThread`) instead of in the workers; the
-candidate holding the `publish-events` advisory lock numbers committed events
+Publisher. Every process runs one candidate (`Publisher`); `omniroute serve --workers N`
+also runs one in its supervisor (`PublisherThread`), elected first. The candidate holding
+the `publish-events` advisory lock numbers committed events
 (engine.store.events.publish). Each publishing transaction notifies the other processes
 with the batch itself when it fits in a few notifications, else with its high-water mark,
 and a publisher in a serving process also hands the batch straight to that process's tail.
@@ -156,7 +156,8 @@ class PublisherThread:
     """A publisher candidate on a thread of its own, with its own event loop: for the
     supervisor of several worker processes (`omniroute serve --workers N`). That process
     serves no requests, so the publisher's passes never wait behind a busy event loop; the
-    workers get each batch from its notifications."""
+    workers get each batch from its notifications. It stands before the workers start, so
+    it wins the election; the workers' own candidates take over only if it goes away."""
 
     def __init__(self, url: str, *, interval: float = 0.005) -> None:
         self.publisher = Publisher(url, interval=interval)
@@ -165,9 +166,15 @@ class PublisherThread:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._main, name="omniroute-feed-publisher", daemon=True)
 
-    def start(self) -> None:
+    def start(self, elected_within: float = ELECTION_SECONDS * 5) -> bool:
+        """Start the thread and wait until its candidate holds the lock, or `elected_within`
+        seconds (another process, of another instance, may hold it). Whether it does."""
         self._thread.start()
         self._started.wait()
+        deadline = time.monotonic() + elected_within
+        while not self.publisher.is_publisher and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.01)
+        return self.publisher.is_publisher
 
     def _main(self) -> None:
         async def main() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, fresh_database
 from tests.helpers import ADMIN, NETWORK, SKUS
+from tests.processes import descendants
 
 pytestmark = pytest.mark.slow
 
@@ -217,3 +218,37 @@ async def test_with_two_workers_the_supervisor_publishes_and_streams_on_both_wor
 def _publisher_pids(log: Path) -> list[int]:
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     return [e["pid"] for e in entries if e["msg"] == "this process publishes the change feed"]
+
+
+async def test_when_the_supervisor_dies_a_worker_takes_over_publishing(server_url, tmp_path):
+    """Workers outlive a supervisor killed with SIGKILL (nothing of it runs to stop them);
+    they stay publisher candidates, so one of them publishes and streams go on."""
+    async with (
+        fresh_database(server_url, f"omniroute_feed_orphans_{os.getpid()}") as url,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        svc = Service(url, tmp_path, workers=2)
+        workers: set[int] = set()
+        try:
+            await svc.ready(client)
+            await _setup(client, svc.base)
+            workers = descendants(svc.proc.pid)
+            svc.proc.kill()
+            svc.proc.wait(10)
+            assert _publisher_pids(svc.log) == [svc.proc.pid]
+            for _ in range(100):  # a candidate tries the lock every second
+                if pids := _publisher_pids(svc.log)[1:]:
+                    break
+                await asyncio.sleep(0.1)
+            assert pids and pids[0] in workers, svc.log.read_text()[-3000:]
+            async with client.stream("GET", svc.base + "/v1/events", headers=SSE) as r:
+                frames = Frames(r)
+                await frames.next()
+                await _receipt(client, svc.base, 7)
+                got = await frames.events(1)
+            assert json.loads(got[0]["data"])["payload"]["delta_on_hand"] == 7
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            svc.stop()

@@ -679,20 +679,20 @@ def _followed(via: str) -> float:
     return REGISTRY.get_sample_value("omniroute_events_followed_total", {"via": via}) or 0.0
 
 
-async def test_processes_that_do_not_publish_follow_a_publisher_thread_through_its_notifications(lone_db):
-    """The `serve --workers N` layout: the publisher on a thread of its own (its own event
-    loop), feeds that never publish. Their tails grow from what the notifications carry,
-    without reading the database; a batch too large for them is read back. When the
-    thread stops, its lock goes with its connection and another candidate takes over."""
+async def test_workers_follow_the_supervisors_publisher_thread_and_one_takes_over_when_it_stops(lone_db):
+    """The `serve --workers N` layout: the supervisor's publisher thread (its own event
+    loop) is elected before the workers start; the workers stay candidates. Their tails grow
+    from what the notifications carry, without reading the database; a batch too large for
+    them is read back. When the thread stops, its lock goes with its connection and a
+    worker takes over."""
     url, lone_pool = lone_db
     thread = PublisherThread(url)
-    thread.start()
-    feeds = [Feed(lone_pool, url, publish=False) for _ in range(2)]
+    assert thread.start()
+    feeds = [Feed(lone_pool, url) for _ in range(2)]
     for feed in feeds:
         await feed.start()
-    successor = None
     try:
-        await _until(lambda: thread.publisher.is_publisher and all(f._live for f in feeds), 5)
+        await _until(lambda: all(f._live for f in feeds), 5)
         noticed, read = _followed("notice"), _followed("read")
         async with lone_pool.acquire() as conn:
             for i in range(20):
@@ -708,18 +708,19 @@ async def test_processes_that_do_not_publish_follow_a_publisher_thread_through_i
         for feed in feeds:
             got, cursor, more = await feed.read(0, Filter(), 100)
             assert [e.seq for e in got] == list(range(1, 22)) and cursor == 21 and not more
-        assert not any(f.is_publisher for f in feeds)
+        assert thread.publisher.is_publisher and not any(f.is_publisher for f in feeds)
 
         await asyncio.to_thread(thread.stop)
         assert not thread.publisher.is_publisher
-        successor = Feed(lone_pool, url)
-        await successor.start()
-        await _until(lambda: successor.is_publisher, 3)
+        took = await _until(lambda: sum(f.is_publisher for f in feeds) == 1, 5)
+        assert took < 3, took  # a candidate tries the lock every second
+        async with lone_pool.acquire() as conn:
+            await events_store.record(conn, [("stock", "SKU-X", "L", {"available": 1})])
+        await _until(lambda: all(f.head >= 22 for f in feeds), 5)
     finally:
         await asyncio.to_thread(thread.stop)
-        for feed in [*feeds, successor]:
-            if feed is not None:
-                await feed.stop()
+        for feed in feeds:
+            await feed.stop()
 
 
 async def test_a_bulk_load_writes_one_reload_event_not_one_per_position(lone_db):
