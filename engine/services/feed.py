@@ -62,6 +62,7 @@ FOLLOWED = Counter(
     "own process, a notification that carried them, or a read of the database",
     ["via"],
 )
+_FOLLOWED_VIA = {via: FOLLOWED.labels(via) for via in ("hand-off", "notice", "read")}  # looked up once
 FOLLOW_LAG = Histogram(
     "omniroute_event_follow_seconds",
     "from an event's write to this process holding it in its tail (publication and wake-up)",
@@ -208,7 +209,11 @@ class Feed:
         self._keepalive = keepalive
         self._tail_size = tail_size
         self._window = window
-        self._publisher = Publisher(url, interval=publish_interval, on_batch=self._hand_off) if publish else None
+        self._publisher = (
+            Publisher(url, interval=publish_interval, on_batch=lambda batch: self._offer(batch, "hand-off"))
+            if publish
+            else None
+        )
         self.head = 0  # highest seq this process holds (every event up to it is published)
         self._live = False  # the tail follows the feed
         self.synced_at: float | None = None  # loop time a complete refresh of the tail began
@@ -255,12 +260,13 @@ class Feed:
     async def _sleep(self, seconds: float) -> None:
         await _sleep(self._stop, seconds)
 
-    def _hand_off(self, batch: store.Published) -> None:
-        """The publisher in this process numbered `batch`."""
+    def _offer(self, batch: store.Published, via: str) -> None:
+        """A batch the publisher numbered, from its hand-off in this process or from a
+        notification: appended at once if it continues the tail (no read back, no waiting
+        for a notification a busy event loop would get to a turn or two later); after a gap
+        (a notification missed, or the tail not live yet) the tail reads what it lacks."""
         if self._live and batch.previous == self.head:
-            # Exactly what follows this process's tail: take it now, without waiting for
-            # the notification (which a busy event loop would get to a turn or two later).
-            self._append(batch.events, batch.head, "hand-off")
+            self._append(batch.events, batch.head, via)
         elif batch.head > self.head:
             self._dirty.set()
 
@@ -268,20 +274,17 @@ class Feed:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
+            if store.notice_head(payload) <= self.head:
+                return  # held already: the publisher's hand-off here, or a read, came first
             notice = store.notice(payload)
         except ValueError:
             log.warning("ignored a notification the change feed does not understand: %.80s", payload)
             self._dirty.set()  # read whatever was published instead
             return
         if isinstance(notice, int):
-            if notice > self.head:
-                self._dirty.set()
-        elif self._live and notice.previous == self.head:
-            # The batch that continues this tail, in the notification itself: no read back
-            # (on a busy process, a round trip and two event-loop turns less to the streams).
-            self._append(notice.events, notice.head, "notice")
-        elif notice.head > self.head:
-            self._dirty.set()  # a gap (a notification missed, or not live yet): read back
+            self._dirty.set()  # the batch did not fit in the notification
+        else:
+            self._offer(notice, "notice")
 
     async def _follow(self) -> None:
         while not self._stop.is_set():
@@ -337,7 +340,7 @@ class Feed:
         if events and events[0].seq <= self.head:
             events = [e for e in events if e.seq > self.head]
         if events:
-            FOLLOWED.labels(via).inc(len(events))
+            _FOLLOWED_VIA[via].inc(len(events))
             for listener in self.listeners:
                 listener(events)
             now = time.time()

@@ -166,6 +166,18 @@ async def publish(conn: asyncpg.Connection, limit: int) -> Published:
 _notice = msgspec.json.Decoder(tuple[int, int, list[Event]])
 
 
+def notice_head(payload: str) -> int:
+    """The high-water mark a notification on CHANNEL names, read without decoding the
+    events it may carry (`[previous,head,[...]]`, or the mark alone). Raises ValueError on
+    a payload it does not understand."""
+    if payload.isdigit():
+        return int(payload)
+    parts = payload[1:].split(",", 2)
+    if payload[:1] != "[" or len(parts) < 3:
+        raise ValueError("not a change feed notification")
+    return int(parts[1])
+
+
 def notice(payload: str) -> Published | int:
     """What a notification on CHANNEL says: the published batch (every event with seq in
     (previous, head], as `page` would return them), or, when the batch did not fit, only the
