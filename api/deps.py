@@ -63,29 +63,44 @@ def api_key_authentication(app: ASGIApp) -> ASGIApp:
         ):
             await app(scope, receive, send)
             return
-        header = ""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value.decode("latin-1")
-                break
-        scheme, _sep, token = header.partition(" ")
-        state = scope["litestar_app"].state
-        try:
-            caller = await state.keyring.authenticate(token.strip() if scheme.lower() == "bearer" else None)
-            limiter: RateLimiter | None = state.rate_limiter
-            if limiter is not None and (wait := limiter.take(caller.key_id)):
-                raise RateLimited(wait, limiter)
-        except (Unauthorized, RateLimited) as exc:
+        admitted = scope.pop(ADMITTED, None)  # decided already, by a shortcut that then passed
+        if admitted is None:
+            try:
+                admitted = await admit(scope["litestar_app"].state, scope)
+            except (Unauthorized, RateLimited) as exc:
+                admitted = exc
+        if not isinstance(admitted, Caller):
             # Answered here, inside the request middleware, so the refusal is logged and
             # counted with its own status.
             request = Request(scope)
-            await refusal(request, exc).to_asgi_response(app=None, request=request)(scope, receive, send)
+            await refusal(request, admitted).to_asgi_response(app=None, request=request)(scope, receive, send)
             return
-        scope["user"] = caller
+        scope["user"] = admitted
         scope["auth"] = None
         await app(scope, receive, send)
 
     return middleware
+
+
+ADMITTED = "omniroute.admitted"
+"""Scope key: the caller (or the refusal) a shortcut decided before passing the request on to
+Litestar, which then neither authenticates again nor spends a second rate-limit token."""
+
+
+async def admit(state: State, scope: Scope) -> Caller:
+    """The caller `Authorization: Bearer <key>` names, after spending one token of that key's
+    rate limit (when one is set). Raises Unauthorized or RateLimited."""
+    header = ""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            header = value.decode("latin-1")
+            break
+    scheme, _sep, token = header.partition(" ")
+    caller = await state.keyring.authenticate(token.strip() if scheme.lower() == "bearer" else None)
+    limiter: RateLimiter | None = state.rate_limiter
+    if limiter is not None and (wait := limiter.take(caller.key_id)):
+        raise RateLimited(wait, limiter)
+    return caller
 
 
 def refusal(request: Request, exc: Unauthorized | RateLimited) -> Response:

@@ -55,6 +55,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).disabled = True
+    # Two INFO lines for every run of every job (the expiry sweep runs every 2 s); the jobs
+    # log what they did themselves, and a job that fails or misses its time still shows.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
 
 
 class _RequestIds:
@@ -82,6 +85,41 @@ def _metrics_for(method: str, route: str, status: int) -> tuple[Counter, Histogr
     return found
 
 
+def request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is sane (printable, cut to 64 characters), else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            rid = value.decode("latin-1")[:64]
+            if rid and rid.isprintable():
+                return rid
+            break
+    return _new_request_id()
+
+
+def record(scope: Scope, route: str, status: int, elapsed: float) -> None:
+    """Count a finished request and log it (one line, when INFO is on)."""
+    method = scope["method"]
+    requests, latency = _metrics_for(method, route, status)
+    requests.inc()
+    latency.observe(elapsed)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %d",
+            method,
+            scope["path"],
+            status,
+            extra={
+                "fields": {
+                    "method": method,
+                    "path": scope["path"],
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                }
+            },
+        )
+
+
 def request_middleware(app: ASGIApp) -> ASGIApp:
     """Tag each request with an id (X-Request-ID, taken from the caller when sane), log it
     once when it ends, and count it."""
@@ -90,13 +128,7 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        rid = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                rid = value.decode("latin-1")[:64]
-                break
-        if not rid or not rid.isprintable():
-            rid = _new_request_id()
+        rid = request_id(scope)
         token = request_id_var.set(rid)
         start = time.perf_counter()
         status = 500
@@ -112,28 +144,7 @@ def request_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_wrapper)
         finally:
-            elapsed = time.perf_counter() - start
-            method = scope["method"]
-            route = scope.get("path_template") or "unmatched"
-            requests, latency = _metrics_for(method, route, status)
-            requests.inc()
-            latency.observe(elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    method,
-                    scope["path"],
-                    status,
-                    extra={
-                        "fields": {
-                            "method": method,
-                            "path": scope["path"],
-                            "route": route,
-                            "status": status,
-                            "ms": round(elapsed * 1000, 2),
-                        }
-                    },
-                )
+            record(scope, scope.get("path_template") or "unmatched", status, time.perf_counter() - start)
             request_id_var.reset(token)
 
     return middleware

@@ -147,12 +147,17 @@ def _errors(names: list[str], rule: QueryRule) -> list[dict[str, str]]:
     return errors
 
 
+def query_errors(query: bytes, rule: QueryRule) -> list[dict[str, str]]:
+    """The parameters of `query` that `rule` refuses: unknown, or single-valued and repeated."""
+    return _errors(_names(query), rule)
+
+
 def strict_query(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         query = scope.get("query_string")
         if query and scope["type"] == "http":
             rule = scope["litestar_app"].state.query_rules.get(scope["route_handler"].operation_id)
-            if rule is not None and (errors := _errors(_names(query), rule)):
+            if rule is not None and (errors := query_errors(query, rule)):
                 response = problem(
                     400,
                     "Invalid request",
