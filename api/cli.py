@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.observability import configure_logging
+    from api.workers import Workers, spreads_connections
     from engine.services import setup
     from engine.services.feed import PublisherThread
 
@@ -44,16 +45,20 @@ def _serve(args: argparse.Namespace) -> int:
             # workers follow it through its notifications, and stay candidates in case it dies.
             publisher = PublisherThread(url, interval=settings.events_publish_ms / 1000)
             publisher.start()
-        uvicorn.run(
-            "api.asgi:app_factory",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=30,
-        )
+        options = {
+            "factory": True,
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "log_config": None,
+            "access_log": False,
+            "timeout_graceful_shutdown": 30,
+        }
+        if args.workers > 1 and spreads_connections():
+            # A listening socket per worker: new connections spread evenly (api.workers).
+            Workers(uvicorn.Config("api.asgi:app_factory", **options)).run()
+        else:
+            uvicorn.run("api.asgi:app_factory", **options)
     finally:
         if publisher is not None:
             publisher.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import alive, cmdline, descendants
+from tests.processes import alive, children, cmdline, descendants
 
 pytestmark = pytest.mark.slow
 
@@ -208,3 +208,66 @@ def test_sigterm_finishes_requests_in_flight_and_leaves_nothing_running(data_dir
     log = svc.log.read_text()
     assert log.count("Application shutdown complete") == 2, log[-3000:]
     assert '"level":"error"' not in log, log[-3000:]
+
+
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on `port` (Linux: /proc/net/tcp, state 0A)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+async def _burst(base: str, n: int) -> list[str]:
+    """`n` connections opened at once, one request each: the process that answered each
+    (the first 16 hex digits of its request id)."""
+    clients = [httpx.AsyncClient(base_url=base, timeout=60) for _ in range(n)]
+    try:
+        answers = await asyncio.gather(*(c.get("/healthz") for c in clients))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
+    assert [a.status_code for a in answers] == [200] * n
+    return [a.headers["x-request-id"][:16] for a in answers]
+
+
+def _workers(supervisor: int) -> set[int]:
+    """The supervisor's uvicorn workers (children it spawned; not its resource tracker)."""
+    return {pid for pid in children().get(supervisor, []) if "spawn_main" in cmdline(pid) and alive(pid)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux only")
+def test_two_workers_listen_on_a_socket_each_so_a_burst_of_connections_reaches_both(data_dir):
+    """With uvicorn's one shared socket, the worker that woke first took every connection
+    waiting: 32 opened at once landed 27/5, even 32/0, in the benchmarks. Each worker has
+    its own socket now (api.workers), and a worker killed and replaced keeps its socket:
+    connections that arrive meanwhile wait for the replacement, none is refused."""
+    port = _free_port()
+    svc = Service(data_dir, port, workers=2)
+    try:
+        svc.wait_ready()
+        deadline = time.monotonic() + 60
+        while len(set(asyncio.run(_burst(svc.base, 8)))) < 2:  # the second worker is up
+            assert time.monotonic() < deadline, svc.log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert _listening_sockets(port) == 2
+        served = asyncio.run(_burst(svc.base, 32))
+        counts = sorted(served.count(w) for w in set(served))
+        # A hash of each connection's address picks its socket: fewer than 4 of 32 on one
+        # worker has odds of about 3 in a million.
+        assert len(counts) == 2 and counts[0] >= 4, counts
+
+        workers = _workers(svc.proc.pid)
+        assert len(workers) == 2, [cmdline(pid) for pid in workers]
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        served = asyncio.run(_burst(svc.base, 32))  # some wait for the replacement
+        assert len(set(served)) == 2, served
+        replaced = _workers(svc.proc.pid)
+        assert victim not in replaced and len(replaced & workers) == 1, (workers, replaced)
+        assert _listening_sockets(port) == 2
+    finally:
+        svc.proc.send_signal(signal.SIGTERM)
+        assert svc.proc.wait(60) == 0
