@@ -12,6 +12,14 @@ of the SKUs the baskets ask for (each as often as the baskets ask for it), paced
 --write-rate hold+release pairs a second in all, through the service for the HTTP rows and
 through the service's own calls on an asyncpg pool for the ceiling. Every write changes the
 SKU's availability, so the service's view must drop it and read it again.
+
+The HTTP rows come from this process's asyncio client (its own event-loop lag reported);
+when `wrk` is installed (Debian: apt-get install wrk), each read-only HTTP row is followed
+by the same load from wrk, a C generator that leaves the service more of the shared cores.
+With --workers 1 a row `through Litestar (no shortcut)` asks the same baskets with a
+trailing slash (`/v1/availability/?…`): the same operation, which the shortcut for
+`GET /v1/availability` (api.routes.availability.shortcut) leaves to Litestar's routing,
+middleware and handler: the baseline for what the shortcut buys, in the same run.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from uuid import UUID
 import asyncpg
 
 from bench import reservations as resv
-from bench.common import RawClient, Service, database, loop_lag, run_load, table
+from bench.common import RawClient, Service, database, have_wrk, loop_lag, run_load, table, wrk_load
 from engine.config import FIXTURES_DIR
 from engine.core.geo import bounding_box
 from engine.core.model import Caller, Role
@@ -203,20 +211,60 @@ async def _view_lookups(port: int) -> collections.Counter:
     return counts
 
 
-async def http(
-    port: int, reqs: list[dict], clients: int, seconds: float, writes: Writes | None = None, *, workers: int = 1
-) -> dict:
-    targets = [
-        "/v1/availability?"
+def targets(reqs: list[dict], path: str = "/v1/availability") -> list[str]:
+    return [
+        f"{path}?"
         + urlencode([("sku", s) for s in q["skus"]] + [("lat", q["lat"]), ("lon", q["lon"]), ("radius_km", 50)])
         for q in reqs
     ]
+
+
+async def warm(port: int, targets: list[str], conns: list[RawClient], workers: int) -> None:
+    """Ask every target once on each of the service's `workers` processes (each keeps its own
+    view), through `conns` and, while some process has none of them, extra connections.
+    Before this, a second worker got only the baskets that its share of the connections
+    happened to ask, and its misses counted in a warm service's figures."""
+    await asyncio.gather(*(c.request("GET", targets[0]) for c in conns))
+    extra: list[RawClient] = []
+    while len({c.served_by for c in conns + extra}) < workers:
+        if len(extra) >= 64 * workers:
+            raise RuntimeError(f"only {len({c.served_by for c in conns + extra})} of {workers} workers answered")
+        extra.append(RawClient(port))
+        await extra[-1].request("GET", targets[0])
+    by_worker = collections.defaultdict(list)
+    for c in conns + extra:
+        by_worker[c.served_by].append(c)
+
+    async def ask(group: list[RawClient]) -> None:
+        for i in range(0, len(targets), len(group)):
+            await asyncio.gather(
+                *(c.request("GET", t) for c, t in zip(group, targets[i : i + len(group)], strict=False))
+            )
+
+    try:
+        await asyncio.gather(*(ask(group) for group in by_worker.values()))
+    finally:
+        for c in extra:
+            await c.close()
+
+
+async def http(
+    port: int,
+    reqs: list[dict],
+    clients: int,
+    seconds: float,
+    writes: Writes | None = None,
+    *,
+    workers: int = 1,
+    path: str = "/v1/availability",
+) -> dict:
+    targets_ = targets(reqs, path)
     conns = [RawClient(port) for _ in range(clients)]
     writer_conns = [RawClient(port) for _ in range(WRITERS)] if writes else []
 
     def worker(cid: int):
         async def call(i: int) -> None:
-            status, _ = await conns[cid].request("GET", targets[(cid * 7919 + i) % len(targets)])
+            status, _ = await conns[cid].request("GET", targets_[(cid * 7919 + i) % len(targets_)])
             if status != 200:
                 raise RuntimeError(f"availability answered {status}")
 
@@ -232,10 +280,10 @@ async def http(
         if status != 200:
             raise RuntimeError(f"release answered {status}: {body[:300]!r}")
 
-    # Every basket once, then 2 s: the service's availability view is warm, as it is in a
-    # service that has been up for a while (its misses after that are reported apart).
-    for i in range(0, len(targets), clients):
-        await asyncio.gather(*(conns[j].request("GET", t) for j, t in enumerate(targets[i : i + clients])))
+    # Every basket once on every worker, then 2 s: each process's availability view is warm,
+    # as it is in a service that has been up for a while (its misses after that are
+    # reported apart).
+    await warm(port, targets_, conns, workers)
     before = await _view_lookups(port)
     result = await _measure(clients, seconds, worker, writes, pair)
     if workers == 1:  # with more, /metrics answers for whichever process takes the request
@@ -259,6 +307,7 @@ def main() -> None:
     ap.add_argument("--write-rate", type=float, default=50, help="hold+release pairs/s when mixed (0: skip)")
     args = ap.parse_args()
 
+    with_wrk = have_wrk()
     url, pg = database(args.size)
     n_skus = 50_000 if args.size == "large" else 2_000
     reqs = baskets(5_000, n_skus)
@@ -280,6 +329,22 @@ def main() -> None:
             try:
                 res = asyncio.run(http(svc.port, reqs, args.clients, args.seconds, workers=workers))
                 rows.append({"path": f"HTTP GET, --workers {workers}", **res, "ratio": res["rps"] / ceiling["rps"]})
+                if workers == 1:
+                    # The same operation with a trailing slash: Litestar's own handler, past
+                    # its routing and middleware, without the shortcut. The baseline it beats.
+                    res = asyncio.run(http(svc.port, reqs, args.clients, args.seconds, path="/v1/availability/"))
+                    rows.append(
+                        {"path": "  through Litestar (no shortcut)", **res, "ratio": res["rps"] / ceiling["rps"]}
+                    )
+                if with_wrk:  # the view is warm: the run above asked every basket
+                    res = wrk_load(svc.port, targets(reqs), args.clients, args.seconds)
+                    rows.append(
+                        {
+                            "path": f"HTTP GET, --workers {workers}, from wrk",
+                            **res,
+                            "ratio": res["rps"] / ceiling["rps"],
+                        }
+                    )
                 if writes is not None:
                     res = asyncio.run(http(svc.port, reqs, args.clients, args.seconds, writes, workers=workers))
                     mixed.append(
@@ -295,8 +360,12 @@ def main() -> None:
         f"{args.clients} clients, {args.seconds:.0f} s each, {os.cpu_count()} cores"
     )
     extra = ["view hits", "connections per worker", "generator lag p99"]
-    print(table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", *extra]))
+    print(
+        table(rows, ["path", "requests", "rps", "p50", "p99", "ratio", *extra, *(["requests per worker"] * with_wrk)])
+    )
     print("(rps = requests/s; p50/p99 in ms, client side; ratio = rps / ceiling rps)")
+    if not with_wrk:
+        print("(wrk is not installed, so no `from wrk` rows: apt-get install wrk)")
     if mixed:
         print(
             f"\nmixed: the same reads while {WRITERS} writers hold and release one unit of the baskets' SKUs, "

@@ -7,13 +7,17 @@ The benchmark database is the embedded server in `bench/.data` (kept between run
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -223,6 +227,55 @@ async def run_load(
     await asyncio.gather(*(loop(c) for c in range(clients)))
     elapsed = time.perf_counter() - start
     return summarize(latencies, elapsed)
+
+
+WRK_SCRIPT = BENCH_DIR / "wrk_targets.lua"
+
+
+def have_wrk() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def wrk_load(port: int, targets: list[str], clients: int, seconds: float) -> dict:
+    """`clients` keep-alive connections GETting `targets` in turn for `seconds`, from wrk
+    (Debian's `wrk`, a load generator in C: one thread, a fraction of the CPU this process's
+    asyncio generator spends on the same load, on cores the service shares). Same keys as
+    `run_load`, plus how the answers spread over the service's processes. Any answer other
+    than 2xx or any socket error fails the run."""
+    with tempfile.NamedTemporaryFile("w", suffix=".targets") as listing:
+        listing.write("\n".join(targets) + "\n")
+        listing.flush()
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{clients}",
+                f"-d{round(seconds)}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(WRK_SCRIPT),
+                f"http://127.0.0.1:{port}",
+            ],
+            env={**os.environ, "WRK_TARGETS": listing.name, "WRK_KEY": BENCH_KEY},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRK ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {out.stdout[-500:]} {out.stderr[-500:]}")
+    r = json.loads(line[4:])
+    if r["status_errors"] or r["socket_errors"]:
+        raise RuntimeError(f"wrk: {r['status_errors']} answers not 2xx, {r['socket_errors']} socket errors")
+    served = collections.Counter(r["served"])
+    return {
+        "requests": r["requests"],
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50": r["p50_us"] / 1000,
+        "p99": r["p99_us"] / 1000,
+        "requests per worker": "/".join(f"{n / r['requests']:.0%}" for _, n in served.most_common()),
+    }
 
 
 def summarize(latencies: list[float], elapsed: float) -> dict:

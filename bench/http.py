@@ -8,6 +8,9 @@ For every --workers value the service runs as `omniroute serve --workers N`; for
   availability   a 10-SKU basket with a 50 km pickup radius near a US metro (seeded, as in
                  bench.availability): GET /v1/availability over HTTP, against the statement
                  the service runs (engine.store.availability.fetch) from asyncpg (the ceiling).
+                 The HTTP load comes from this process's asyncio client, then, when `wrk` is
+                 installed (Debian: apt-get install wrk), the same from wrk: a C generator
+                 that leaves the service more of the cores they share.
   reservations   hold one unit at a seeded random position with stock, then release it:
                  POST /v1/reservations + POST …/release over HTTP, against the same two
                  service calls made straight on an asyncpg pool, no HTTP (the ceiling: the
@@ -51,7 +54,7 @@ import uvloop
 
 from bench import availability as avail
 from bench import reservations as resv
-from bench.common import RawClient, Service, database, loop_lag, run_load, table
+from bench.common import RawClient, Service, database, have_wrk, loop_lag, run_load, table, wrk_load
 from bench.sse import SseClient, envelope
 from engine.core.model import Caller, Role
 from engine.core.reservations import Line
@@ -307,6 +310,7 @@ def main() -> None:
     # spent more of the shared cores, and its delays counted as the service's latency.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
+    with_wrk = have_wrk()
     url, pg = database(args.size)
     rows: list[dict] = []
     deliveries: list[dict] = []
@@ -323,6 +327,9 @@ def main() -> None:
                     res = asyncio.run(avail.http(svc.port, baskets, clients, args.seconds, workers=workers))
                     rows.append(_row("availability", "SQL (ceiling)", workers, clients, ceil, ceil))
                     rows.append(_row("availability", "HTTP GET", workers, clients, res, ceil))
+                    if with_wrk:
+                        res = wrk_load(svc.port, avail.targets(baskets), clients, args.seconds)
+                        rows.append(_row("availability", "HTTP GET from wrk", workers, clients, res, ceil))
                     ceil = asyncio.run(reserve_ceiling(url, positions, clients, args.seconds))
                     res, delivery = asyncio.run(reserve_http(svc.port, url, positions, clients, args.seconds))
                     rows.append(_row("hold+release", "service calls (ceiling)", workers, clients, ceil, ceil))
@@ -338,9 +345,12 @@ def main() -> None:
     print(f"\nHTTP data plane, {args.size} network, {args.seconds:g} s per measurement (+2 s warm-up)")
     print(f"{os.cpu_count()} cores; command: uv run --extra dev python -m bench.http {' '.join(sys.argv[1:])}")
     columns = ["path", "via", "workers", "clients", "requests", "rps", "p50", "p99", "ratio", "connections per worker"]
-    print(table(rows, columns))
+    print(table(rows, columns + ["requests per worker"] * with_wrk))
     print("(rps: availability requests or hold+release pairs per second; p50/p99 in ms, client side;")
-    print(" connections per worker: how the readers' keep-alive connections landed on the workers)")
+    print(" connections per worker: how the readers' keep-alive connections landed on the workers;")
+    print(" requests per worker: the share of wrk's answers each worker gave)")
+    if not with_wrk:
+        print("(wrk is not installed, so no `HTTP GET from wrk` rows: apt-get install wrk)")
     print("\nchange feed delivery of each hold's event to one SSE client, during the HTTP holds above (ms)")
     print(table(deliveries, list(deliveries[0])))
     print(f"\nledger: {checked:,} positions re-summed, drift {drift}")
