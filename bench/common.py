@@ -70,13 +70,14 @@ class Service:
 
     The service runs in a process group of its own, so `kill()` (SIGKILL to the group)
     takes down every process it started, as a crash would, and nothing else. `log`, when
-    given, receives its output; `env` adds settings."""
+    given, receives its output; `env` adds settings; `pool_max` sets the service's
+    connections per process (OMNIROUTE_POOL_MAX; its own default when None)."""
 
     def __init__(
         self,
         url: str,
         workers: int = 1,
-        pool_max: int = 20,
+        pool_max: int | None = None,
         *,
         port: int | None = None,
         env: dict[str, str] | None = None,
@@ -90,7 +91,7 @@ class Service:
             "OMNIROUTE_DATABASE_URL": url,
             "OMNIROUTE_BOOTSTRAP_ADMIN_KEY": BENCH_KEY,
             "OMNIROUTE_LOG_LEVEL": "WARNING",
-            "OMNIROUTE_POOL_MAX": str(pool_max),
+            **({"OMNIROUTE_POOL_MAX": str(pool_max)} if pool_max is not None else {}),
             **(env or {}),
         }
         out = open(log, "a") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child keeps it

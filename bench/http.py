@@ -1,9 +1,11 @@
 """The data plane over HTTP on the 10M network, against the same SQL issued directly.
 
-    uv run --extra dev python -m bench.http [--size large] [--clients 32 64] [--workers 1 2] [--seconds 15]
+    uv run --extra dev python -m bench.http [--size large] [--clients 32 64] [--workers 1 2]
+                                            [--pool 8] [--seconds 15]
 
-For every --workers value the service runs as `omniroute serve --workers N`; for every
---clients value, in the same run:
+For every --workers value (and every --pool value: the service's connections per process,
+OMNIROUTE_POOL_MAX, by default the service's own default) the service runs as
+`omniroute serve --workers N`; for every --clients value, in the same run:
 
   availability   a 10-SKU basket with a 50 km pickup radius near a US metro (seeded, as in
                  bench.availability): GET /v1/availability over HTTP, against the statement
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -56,6 +59,7 @@ from bench import availability as avail
 from bench import reservations as resv
 from bench.common import RawClient, Service, database, have_wrk, loop_lag, run_load, table, wrk_load
 from bench.sse import SseClient, envelope
+from engine.config import DEFAULT_POOL_MAX
 from engine.core.model import Caller, Role
 from engine.core.reservations import Line
 from engine.services import reservations
@@ -302,6 +306,7 @@ def main() -> None:
     ap.add_argument("--size", default="large", choices=["demo", "large"])
     ap.add_argument("--clients", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--pool", type=int, nargs="+", default=[DEFAULT_POOL_MAX], help="connections per service process")
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--positions", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=42)
@@ -318,23 +323,23 @@ def main() -> None:
         n_skus = asyncio.run(_count(url, "SELECT count(*) FROM items"))
         baskets = avail.baskets(2000, n_skus, seed=args.seed)
         positions = asyncio.run(resv.plan(url, args.positions, args.seed)).spread
-        for workers in args.workers:
-            svc = Service(url, workers=workers, pool_max=max(args.clients))
+        for workers, pool in itertools.product(args.workers, args.pool):
+            svc = Service(url, workers=workers, pool_max=pool)
             try:
                 for clients in args.clients:
                     asyncio.run(avail.settle(url))
                     ceil = asyncio.run(avail.sql_ceiling(url, baskets, clients, args.seconds))
                     res = asyncio.run(avail.http(svc.port, baskets, clients, args.seconds, workers=workers))
-                    rows.append(_row("availability", "SQL (ceiling)", workers, clients, ceil, ceil))
-                    rows.append(_row("availability", "HTTP GET", workers, clients, res, ceil))
+                    rows.append(_row("availability", "SQL (ceiling)", workers, pool, clients, ceil, ceil))
+                    rows.append(_row("availability", "HTTP GET", workers, pool, clients, res, ceil))
                     if with_wrk:
                         res = wrk_load(svc.port, avail.targets(baskets), clients, args.seconds)
-                        rows.append(_row("availability", "HTTP GET from wrk", workers, clients, res, ceil))
+                        rows.append(_row("availability", "HTTP GET from wrk", workers, pool, clients, res, ceil))
                     ceil = asyncio.run(reserve_ceiling(url, positions, clients, args.seconds))
                     res, delivery = asyncio.run(reserve_http(svc.port, url, positions, clients, args.seconds))
-                    rows.append(_row("hold+release", "service calls (ceiling)", workers, clients, ceil, ceil))
-                    rows.append(_row("hold+release", "HTTP POST x2", workers, clients, res, ceil))
-                    deliveries.append({"workers": workers, "clients": clients, **delivery})
+                    rows.append(_row("hold+release", "service calls (ceiling)", workers, pool, clients, ceil, ceil))
+                    rows.append(_row("hold+release", "HTTP POST x2", workers, pool, clients, res, ceil))
+                    deliveries.append({"workers": workers, "pool": pool, "clients": clients, **delivery})
                     print(json.dumps(rows[-4:] + deliveries[-1:], default=str), flush=True)
             finally:
                 svc.stop()
@@ -344,7 +349,8 @@ def main() -> None:
             pg.stop()
     print(f"\nHTTP data plane, {args.size} network, {args.seconds:g} s per measurement (+2 s warm-up)")
     print(f"{os.cpu_count()} cores; command: uv run --extra dev python -m bench.http {' '.join(sys.argv[1:])}")
-    columns = ["path", "via", "workers", "clients", "requests", "rps", "p50", "p99", "ratio", "connections per worker"]
+    columns = ["path", "via", "workers", "pool", "clients", "requests", "rps", "p50", "p99", "ratio"]
+    columns.append("connections per worker")
     print(table(rows, columns + ["requests per worker"] * with_wrk))
     print("(rps: availability requests or hold+release pairs per second; p50/p99 in ms, client side;")
     print(" connections per worker: how the readers' keep-alive connections landed on the workers;")
@@ -358,11 +364,12 @@ def main() -> None:
         raise SystemExit("ledger drift")
 
 
-def _row(path: str, via: str, workers: int, clients: int, res: dict, ceil: dict) -> dict:
+def _row(path: str, via: str, workers: int, pool: int, clients: int, res: dict, ceil: dict) -> dict:
     return {
         "path": path,
         "via": via,
         "workers": workers,
+        "pool": pool if not via.startswith(("SQL", "service calls")) else clients,
         "clients": clients,
         **res,
         "ratio": res["rps"] / ceil["rps"],
