@@ -330,14 +330,14 @@ def main() -> None:
                     asyncio.run(avail.settle(url))
                     ceil = asyncio.run(avail.sql_ceiling(url, baskets, clients, args.seconds))
                     res = asyncio.run(avail.http(svc.port, baskets, clients, args.seconds, workers=workers))
-                    rows.append(_row("availability", "SQL (ceiling)", workers, pool, clients, ceil, ceil))
+                    rows.append(_row("availability", "SQL (ceiling)", workers, clients, clients, ceil, ceil))
                     rows.append(_row("availability", "HTTP GET", workers, pool, clients, res, ceil))
                     if with_wrk:
                         res = wrk_load(svc.port, avail.targets(baskets), clients, args.seconds)
                         rows.append(_row("availability", "HTTP GET from wrk", workers, pool, clients, res, ceil))
                     ceil = asyncio.run(reserve_ceiling(url, positions, clients, args.seconds))
                     res, delivery = asyncio.run(reserve_http(svc.port, url, positions, clients, args.seconds))
-                    rows.append(_row("hold+release", "service calls (ceiling)", workers, pool, clients, ceil, ceil))
+                    rows.append(_row("hold+release", "service calls (ceiling)", workers, clients, clients, ceil, ceil))
                     rows.append(_row("hold+release", "HTTP POST x2", workers, pool, clients, res, ceil))
                     deliveries.append({"workers": workers, "pool": pool, "clients": clients, **delivery})
                     print(json.dumps(rows[-4:] + deliveries[-1:], default=str), flush=True)
@@ -349,10 +349,13 @@ def main() -> None:
             pg.stop()
     print(f"\nHTTP data plane, {args.size} network, {args.seconds:g} s per measurement (+2 s warm-up)")
     print(f"{os.cpu_count()} cores; command: uv run --extra dev python -m bench.http {' '.join(sys.argv[1:])}")
-    columns = ["path", "via", "workers", "pool", "clients", "requests", "rps", "p50", "p99", "ratio"]
-    columns.append("connections per worker")
+    columns = [
+        *("path", "via", "workers", "pool", "clients", "requests", "rps", "p50", "p99", "ratio"),
+        "connections per worker",
+    ]
     print(table(rows, columns + ["requests per worker"] * with_wrk))
     print("(rps: availability requests or hold+release pairs per second; p50/p99 in ms, client side;")
+    print(" pool: the service's connections per process, or the ceiling's connections in all;")
     print(" connections per worker: how the readers' keep-alive connections landed on the workers;")
     print(" requests per worker: the share of wrk's answers each worker gave)")
     if not with_wrk:
@@ -365,11 +368,12 @@ def main() -> None:
 
 
 def _row(path: str, via: str, workers: int, pool: int, clients: int, res: dict, ceil: dict) -> dict:
+    """One table row; `pool` is the service's connections per process, or the ceiling's in all."""
     return {
         "path": path,
         "via": via,
         "workers": workers,
-        "pool": pool if not via.startswith(("SQL", "service calls")) else clients,
+        "pool": pool,
         "clients": clients,
         **res,
         "ratio": res["rps"] / ceil["rps"],
